@@ -1,0 +1,161 @@
+"""One typed settings object, read from environment variables once.
+
+Every setting of the service, the event shipper and the watchdog lives here with its
+default and its meaning; the README's configuration table is generated from `FIELDS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+def _setting(env: str, default: Any, doc: str, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All configuration; build with `Settings.from_env()` or `Settings(**overrides)`."""
+
+    # --- model and data -------------------------------------------------------------
+    model_dir: str = _setting(
+        "VQA_MODEL_DIR", str(REPO_ROOT / "models" / "blip-vqa-small"),
+        "Base BLIP VQA model directory (anything `BlipForQuestionAnswering.from_pretrained` loads).",
+    )
+    adapters_dir: str = _setting(
+        "VQA_ADAPTERS_DIR", str(REPO_ROOT / "data" / "adapters"),
+        "Where LoRA adapters are saved; its `CURRENT` file names the promoted adapter.",
+    )
+    adapter_dir: str = _setting(
+        "VQA_ADAPTER_DIR", "",
+        "Explicit PEFT LoRA adapter to load; empty: the one `CURRENT` names, or none.",
+    )
+    data_dir: str = _setting(
+        "VQA_DATA_DIR", str(REPO_ROOT / "data"),
+        "Data root: holds `VQA_Dataset.csv` and, by default, the images root.",
+    )
+    images_root: str = _setting(
+        "VQA_IMAGES_ROOT", str(REPO_ROOT / "data" / "images"),
+        "`image_path` in requests and in the CSV is relative to this folder; nothing outside it is read.",
+    )
+    torch_threads: int = _setting("VQA_TORCH_THREADS", 0, "CPU threads for PyTorch; 0 keeps PyTorch's default.")
+    max_answer_tokens: int = _setting("VQA_MAX_ANSWER_TOKENS", 8, "Longest answer generated, in tokens.")
+
+    # --- request limits -------------------------------------------------------------
+    max_question_chars: int = _setting("VQA_MAX_QUESTION_CHARS", 512, "Longest accepted question (400 above).")
+    max_content_length: int = _setting(
+        "VQA_MAX_CONTENT_LENGTH", 10 * 1024 * 1024, "Largest accepted request body in bytes (413 above)."
+    )
+    max_image_pixels: int = _setting(
+        "VQA_MAX_IMAGE_PIXELS", 25_000_000, "Largest accepted image, width x height (decompression-bomb guard)."
+    )
+    admin_token: str = _setting(
+        "VQA_ADMIN_TOKEN", "",
+        "Bearer token for `POST /admin/reload`; empty disables the endpoint.", secret=True,
+    )
+
+    # --- Elasticsearch and event shipping -------------------------------------------
+    es_url: str = _setting("ES_URL", "", "Elasticsearch URL; empty: events go to stdout and the spool only.")
+    es_username: str = _setting("ES_USERNAME", "", "Elasticsearch basic-auth user.")
+    es_password: str = _setting("ES_PASSWORD", "", "Elasticsearch basic-auth password.", secret=True)
+    es_api_key: str = _setting("ES_API_KEY", "", "Elasticsearch API key (used instead of user/password).", secret=True)
+    es_index_prefix: str = _setting("ES_INDEX_PREFIX", "vqa-logs", "Events go to `<prefix>-YYYY.MM.DD`.")
+    spool_dir: str = _setting(
+        "VQA_SPOOL_DIR", str(REPO_ROOT / "data" / "spool"),
+        "Disk spool for events Elasticsearch has not accepted yet (replayed later).",
+    )
+    ship_queue_size: int = _setting("VQA_SHIP_QUEUE_SIZE", 10_000, "In-memory event queue; overflow goes to the spool.")
+    ship_batch_size: int = _setting("VQA_SHIP_BATCH_SIZE", 200, "Events per bulk request.")
+    ship_flush_seconds: float = _setting("VQA_SHIP_FLUSH_SECONDS", 1.0, "Longest wait before a partial batch is sent.")
+
+    # --- watchdog -------------------------------------------------------------------
+    watchdog_poll_seconds: float = _setting("WATCHDOG_POLL_SECONDS", 60.0, "Seconds between checks.")
+    watchdog_window_minutes: float = _setting("WATCHDOG_WINDOW_MINUTES", 15.0, "Look-back window of each check.")
+    watchdog_min_samples: int = _setting("WATCHDOG_MIN_SAMPLES", 50, "Fewest inferences in the window to decide anything.")
+    watchdog_quality_threshold: float = _setting(
+        "WATCHDOG_QUALITY_THRESHOLD", 0.75, "Trigger when average quality_score falls below this."
+    )
+    watchdog_drift_threshold: float = _setting(
+        "WATCHDOG_DRIFT_THRESHOLD", 2.0, "Trigger when average drift_score rises above this."
+    )
+    watchdog_accuracy_threshold: float = _setting(
+        "WATCHDOG_ACCURACY_THRESHOLD", 0.8, "Trigger when labelled-feedback accuracy falls below this."
+    )
+    watchdog_min_feedback: int = _setting(
+        "WATCHDOG_MIN_FEEDBACK", 20, "Fewest feedback labels in the window for the accuracy rule."
+    )
+    watchdog_cooldown_minutes: float = _setting("WATCHDOG_COOLDOWN_MINUTES", 30.0, "Quiet time after a trigger.")
+    watchdog_state_file: str = _setting(
+        "WATCHDOG_STATE_FILE", str(REPO_ROOT / "data" / "watchdog_state.json"),
+        "Where the watchdog keeps its last trigger and build across restarts.",
+    )
+    watchdog_trigger: str = _setting("WATCHDOG_TRIGGER", "jenkins", "`jenkins` or `local` (run scripts/pipeline.py).")
+    service_url: str = _setting(
+        "VQA_SERVICE_URL", "http://127.0.0.1:5000", "The service the local pipeline hot-reloads after promotion."
+    )
+    jenkins_url: str = _setting("JENKINS_URL", "", "Jenkins base URL.")
+    jenkins_user: str = _setting("JENKINS_USER", "", "Jenkins user that owns the API token.")
+    jenkins_api_token: str = _setting("JENKINS_API_TOKEN", "", "Jenkins API token.", secret=True)
+    jenkins_job: str = _setting("JENKINS_JOB", "vqa-retrain", "Jenkins job to build with parameters.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every field from `environ` (default `os.environ`), then apply overrides."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with secrets masked, safe to log."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = "***" if f.metadata["secret"] and value else value
+        return out
+
+    def __repr__(self) -> str:  # secrets must never reach a log through repr()
+        return f"Settings({self.redacted()!r})"
+
+
+FIELDS = dataclasses.fields(Settings)
+
+
+def _coerce(f: dataclasses.Field, raw: str) -> Any:
+    kind = type(f.default)
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{f.metadata['env']}={raw!r} is not a valid {kind.__name__}") from exc
+    return raw
+
+
+def markdown_table() -> str:
+    """The README configuration table, generated from the dataclass."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for f in FIELDS:
+        default = f.default
+        if isinstance(default, str) and default.startswith(str(REPO_ROOT)):
+            default = default.replace(str(REPO_ROOT) + os.sep, "")
+        shown = f"`{default}`" if default != "" else "(empty)"
+        rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['doc']} |")
+    return "\n".join(rows)
