@@ -60,6 +60,13 @@ class Settings:
     max_image_pixels: int = _setting(
         "VQA_MAX_IMAGE_PIXELS", 25_000_000, "Largest accepted image, width x height (decompression-bomb guard)."
     )
+    reload_poll_seconds: float = _setting(
+        "VQA_RELOAD_POLL_SECONDS", 2.0,
+        "How often each worker checks the adapters' `CURRENT` pointer for a new promoted adapter; 0 disables.",
+    )
+    recent_predictions: int = _setting(
+        "VQA_RECENT_PREDICTIONS", 100_000, "Predictions remembered in memory for `POST /feedback` lookups."
+    )
     admin_token: str = _setting(
         "VQA_ADMIN_TOKEN", "",
         "Bearer token for `POST /admin/reload`; empty disables the endpoint.", secret=True,
@@ -82,7 +89,9 @@ class Settings:
     # --- watchdog -------------------------------------------------------------------
     watchdog_poll_seconds: float = _setting("WATCHDOG_POLL_SECONDS", 60.0, "Seconds between checks.")
     watchdog_window_minutes: float = _setting("WATCHDOG_WINDOW_MINUTES", 15.0, "Look-back window of each check.")
-    watchdog_min_samples: int = _setting("WATCHDOG_MIN_SAMPLES", 50, "Fewest inferences in the window to decide anything.")
+    watchdog_min_samples: int = _setting(
+        "WATCHDOG_MIN_SAMPLES", 50, "Fewest inferences in the window to decide anything."
+    )
     watchdog_quality_threshold: float = _setting(
         "WATCHDOG_QUALITY_THRESHOLD", 0.75, "Trigger when average quality_score falls below this."
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 LOG_PREFIX = "LOG_EVENT"
@@ -91,7 +91,7 @@ _log = logging.getLogger(LOGGER_NAME)
 
 def now_iso() -> str:
     """UTC timestamp in the form Elasticsearch's `date` type and Kibana expect."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_request_id() -> str:

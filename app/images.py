@@ -1,0 +1,82 @@
+"""Safe image loading: paths confined to the images root, size and pixel limits enforced.
+
+Every error is an `ImageInputError` whose `status` is the HTTP code the edge should answer
+with and whose message tells the user what to change, without revealing server paths.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 25_000_000
+
+
+class ImageInputError(ValueError):
+    """The image reference or bytes cannot be used; `status` is the HTTP code to answer."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def resolve_image_path(images_root: str | Path, image_path: str) -> Path:
+    """The file `image_path` names under `images_root`, or an error if it would leave it.
+
+    Absolute paths, `..` segments and symlinks that point outside the root are refused
+    before anything is opened, so a refused path is never read and never revealed.
+    """
+    if not isinstance(image_path, str) or not image_path.strip():
+        raise ImageInputError("`image_path` must be a non-empty string relative to the images root")
+    if "\x00" in image_path:
+        raise ImageInputError("`image_path` contains a NUL byte")
+    if os.path.isabs(image_path) or image_path.startswith(("~", "\\")):
+        raise ImageInputError("`image_path` must be relative to the images root, not absolute")
+    parts = Path(image_path).parts
+    if ".." in parts:
+        raise ImageInputError("`image_path` must not contain `..`; give a path inside the images root")
+    root = Path(images_root).resolve()
+    candidate = (root / image_path).resolve()  # follows symlinks
+    if candidate != root and root not in candidate.parents:
+        raise ImageInputError("`image_path` resolves outside the images root (symlink); use a file inside it")
+    if not candidate.is_file():
+        raise ImageInputError(f"no image at `{image_path}` under the images root", status=404)
+    return candidate
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Image.Image:
+    """Decode image bytes fully into an RGB image, refusing bombs and broken files."""
+    if not data:
+        raise ImageInputError(f"the {name} is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+            if width * height > max_pixels:
+                raise ImageInputError(
+                    f"the {name} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}",
+                    status=413,
+                )
+            probe.load()  # decodes everything: truncated files fail here, not later
+            return probe.convert("RGB")
+    except ImageInputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageInputError(f"the {name} is too large to decode safely: {exc}", status=413) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageInputError(f"the {name} is not an image format this service reads (PNG, JPEG, ...)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageInputError(f"the {name} is truncated or corrupt ({exc.__class__.__name__})") from exc
+
+
+def load_image_file(images_root: str | Path, image_path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Resolve `image_path` safely under the root and decode it."""
+    path = resolve_image_path(images_root, image_path)
+    return decode_image(path.read_bytes(), max_pixels=max_pixels, name=f"image `{image_path}`")
+
+
+def open_dataset_image(images_root: str | Path, image_path: str) -> Image.Image:
+    """Images for training and evaluation go through the same checks as requests."""
+    return load_image_file(images_root, image_path, max_pixels=DEFAULT_MAX_PIXELS)

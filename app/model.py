@@ -1,0 +1,184 @@
+"""The inference wrapper: a BLIP VQA base model plus an optional PEFT LoRA adapter.
+
+`VQAModel.answer(images, questions)` runs preprocess -> forward -> postprocess and returns,
+per question, the answer, its quality_score (softmax confidence) and the image's drift_score.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+REFERENCE_FILE = "drift_reference.json"
+MODEL_INFO_FILE = "vqa_model.json"
+ADAPTER_INFO_FILE = "vqa_adapter.json"
+NO_ADAPTER = "none"
+
+
+class ModelLoadError(ValueError):
+    """A model or adapter directory cannot be loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    answer: str
+    quality_score: float
+    drift_score: float | None
+
+
+class DriftReference:
+    """Per-dimension mean and std of the vision encoder's pooled embedding on training images.
+
+    drift_score(e) = mean_d |e_d - mean_d| / std_d: about 0.8 for in-distribution images
+    (the mean |z| of a normal variable), rising as images move away from the training data.
+    """
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, count: int):
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.maximum(np.asarray(std, dtype=np.float32), 1e-6)
+        self.count = count
+
+    @classmethod
+    def fit(cls, embeddings: np.ndarray) -> DriftReference:
+        return cls(embeddings.mean(axis=0), embeddings.std(axis=0), len(embeddings))
+
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        return np.abs((embeddings - self.mean) / self.std).mean(axis=-1)
+
+    def save(self, directory: Path) -> None:
+        payload = {"mean": self.mean.tolist(), "std": self.std.tolist(), "count": self.count,
+                   "formula": "mean over dimensions of |embedding - mean| / std"}
+        (Path(directory) / REFERENCE_FILE).write_text(json.dumps(payload))
+
+    @classmethod
+    def load(cls, directory: Path) -> DriftReference | None:
+        path = Path(directory) / REFERENCE_FILE
+        if not path.is_file():
+            return None
+        payload = json.loads(path.read_text())
+        return cls(np.array(payload["mean"]), np.array(payload["std"]), int(payload["count"]))
+
+
+def read_info(directory: Path, name: str) -> dict:
+    path = Path(directory) / name
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+class VQAModel:
+    """A loaded base model (+ adapter) ready to answer; thread-safe through one lock."""
+
+    def __init__(self, model, processor, *, reference: DriftReference | None, model_version: str,
+                 adapter_version: str, max_answer_tokens: int = 8):
+        self.model = model.eval()
+        self.processor = processor
+        self.reference = reference
+        self.model_version = model_version
+        self.adapter_version = adapter_version
+        self.max_answer_tokens = max_answer_tokens
+        self._lock = threading.Lock()
+        self._pooled: torch.Tensor | None = None
+        self.blip.vision_model.register_forward_hook(self._capture_pooled)
+
+    # --- loading ----------------------------------------------------------------------
+    @classmethod
+    def load(cls, base_dir: str | Path, adapter_dir: str | Path | None = None, *,
+             max_answer_tokens: int = 8) -> VQAModel:
+        """Load `base_dir` with `from_pretrained` and, if given, the LoRA adapter on top."""
+        from transformers import BlipForQuestionAnswering, BlipProcessor
+
+        base_dir = Path(base_dir)
+        if not (base_dir / "config.json").is_file():
+            raise ModelLoadError(
+                f"no model at {base_dir} (config.json missing): build the small model with "
+                "`python scripts/build_base_model.py` or fetch the large one with `python scripts/download_base.py`"
+            )
+        processor = BlipProcessor.from_pretrained(base_dir)
+        model = BlipForQuestionAnswering.from_pretrained(base_dir)
+        reference = DriftReference.load(base_dir)
+        model_version = read_info(base_dir, MODEL_INFO_FILE).get("version", base_dir.name)
+        adapter_version = NO_ADAPTER
+        if adapter_dir:
+            from peft import PeftModel
+
+            adapter_dir = Path(adapter_dir)
+            if not (adapter_dir / "adapter_config.json").is_file():
+                raise ModelLoadError(f"no LoRA adapter at {adapter_dir} (adapter_config.json missing)")
+            model = PeftModel.from_pretrained(model, adapter_dir)
+            reference = DriftReference.load(adapter_dir) or reference
+            adapter_version = read_info(adapter_dir, ADAPTER_INFO_FILE).get("version", adapter_dir.name)
+        log.info("loaded model %s with adapter %s", model_version, adapter_version)
+        return cls(model, processor, reference=reference, model_version=model_version,
+                   adapter_version=adapter_version, max_answer_tokens=max_answer_tokens)
+
+    @property
+    def blip(self):
+        """The underlying BlipForQuestionAnswering (LoRA layers, if any, are inside it)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def _capture_pooled(self, _module, _inputs, output) -> None:
+        self._pooled = output.pooler_output.detach()
+
+    # --- inference --------------------------------------------------------------------
+    def preprocess(self, images: list[Image.Image], questions: list[str]) -> dict[str, torch.Tensor]:
+        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        return self.processor(images=rgb, text=questions, return_tensors="pt", padding=True)
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        with torch.inference_mode():
+            out = self.blip.generate(
+                pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"], max_new_tokens=self.max_answer_tokens,
+                do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
+            )
+        pooled = self._pooled
+        return out, pooled
+
+    def postprocess(self, out, pooled: torch.Tensor | None) -> list[Prediction]:
+        tokenizer = self.processor.tokenizer
+        sequences = out.sequences[:, 1:]  # drop the decoder start token
+        probs = torch.stack([torch.softmax(step.float(), dim=-1) for step in out.logits], dim=1)
+        special = set(tokenizer.all_special_ids)
+        eos = self.blip.config.text_config.sep_token_id
+        drift = self.reference.score(pooled.float().numpy()) if (self.reference and pooled is not None) else None
+        results = []
+        for row in range(sequences.size(0)):
+            token_probs, eos_prob = [], None
+            for step, token in enumerate(sequences[row].tolist()):
+                p = float(probs[row, step, token])
+                if token == eos:
+                    eos_prob = p
+                    break
+                if token not in special:
+                    token_probs.append(p)
+            answer = tokenizer.decode(sequences[row], skip_special_tokens=True).strip()
+            scored = token_probs or ([eos_prob] if eos_prob is not None else [0.0])
+            quality = math.exp(sum(math.log(max(p, 1e-12)) for p in scored) / len(scored))
+            results.append(Prediction(
+                answer=answer, quality_score=round(quality, 6),
+                drift_score=None if drift is None else round(float(drift[row]), 6),
+            ))
+        return results
+
+    def answer(self, images: list[Image.Image], questions: list[str]) -> list[Prediction]:
+        """Answer each (image, question) pair; serialised so hooks and threads never mix."""
+        if len(images) != len(questions):
+            raise ValueError("images and questions must have the same length")
+        batch = self.preprocess(images, questions)
+        with self._lock:
+            out, pooled = self.forward(batch)
+            return self.postprocess(out, pooled)
+
+    def embed(self, pixel_values: torch.Tensor) -> np.ndarray:
+        """Pooled vision embeddings (the drift signal) for preprocessed images."""
+        with torch.inference_mode(), self._lock:
+            return self.blip.vision_model(pixel_values=pixel_values).pooler_output.float().numpy()

@@ -1,0 +1,175 @@
+"""What one running service holds: the current model (hot-swappable), recent predictions, the shipper.
+
+The model is swapped by replacing one reference after the new one is fully loaded, so a
+request in flight finishes on the model it started with and no request ever fails at a switch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from app import events
+from app.config import Settings
+from app.model import VQAModel
+
+log = logging.getLogger(__name__)
+
+CURRENT_POINTER = "CURRENT"
+
+
+def current_adapter_dir(settings: Settings) -> Path | None:
+    """The adapter to serve: `VQA_ADAPTER_DIR` if set, else what `<adapters>/CURRENT` names."""
+    if settings.adapter_dir:
+        return Path(settings.adapter_dir)
+    pointer = Path(settings.adapters_dir) / CURRENT_POINTER
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    return Path(settings.adapters_dir) / name if name else None
+
+
+def promote_adapter(adapters_dir: Path, adapter_dir: Path) -> None:
+    """Point `CURRENT` at `adapter_dir` atomically (write a temp file, then rename)."""
+    adapters_dir = Path(adapters_dir)
+    adapters_dir.mkdir(parents=True, exist_ok=True)
+    tmp = adapters_dir / f".{CURRENT_POINTER}.{threading.get_ident()}.tmp"
+    tmp.write_text(Path(adapter_dir).name + "\n")
+    tmp.replace(adapters_dir / CURRENT_POINTER)
+
+
+class ModelHolder:
+    """Loads the model in the background and swaps in newly promoted adapters."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.current: VQAModel | None = None
+        self.error: str | None = None
+        self.loaded_adapter: Path | None = None
+        self._reload_lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self.on_switch = None  # callable(old_versions, new_versions), set by the app
+
+    def start(self) -> None:
+        threading.Thread(target=self._initial_load, name="model-load", daemon=True).start()
+
+    def wait_ready(self, timeout: float = 120.0) -> bool:
+        return self._ready.wait(timeout) and self.current is not None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _initial_load(self) -> None:
+        try:
+            self.reload()
+        finally:
+            self._ready.set()
+        if self.settings.reload_poll_seconds > 0 and not self.settings.adapter_dir:
+            while not self._stop.wait(self.settings.reload_poll_seconds):
+                self.reload_if_changed()
+
+    def reload_if_changed(self) -> bool:
+        try:
+            wanted = current_adapter_dir(self.settings)
+        except OSError as exc:
+            log.warning("cannot read the adapter pointer: %s", exc)
+            return False
+        if wanted == self.loaded_adapter or self.current is None:
+            return False
+        return self.reload()
+
+    def reload(self) -> bool:
+        """Load base + the current adapter and swap it in; on failure keep serving the old one."""
+        with self._reload_lock:
+            adapter = current_adapter_dir(self.settings)
+            try:
+                fresh = VQAModel.load(self.settings.model_dir, adapter,
+                                      max_answer_tokens=self.settings.max_answer_tokens)
+            except (OSError, ValueError) as exc:
+                self.error = f"cannot load model {self.settings.model_dir} / adapter {adapter}: {exc}"
+                log.error(self.error)
+                if self.current is not None:
+                    self.loaded_adapter = adapter  # do not retry a broken adapter every poll
+                return False
+            old = self.current
+            self.current, self.loaded_adapter, self.error = fresh, adapter, None
+            if old is not None and self.on_switch is not None:
+                self.on_switch(old, fresh)
+            return True
+
+
+class RecentPredictions:
+    """A bounded memory of answered requests, so feedback can be checked against them."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, doc: dict[str, Any]) -> None:
+        with self._lock:
+            self._items[doc[events.REQUEST_ID]] = doc
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def get(self, request_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._items.get(request_id)
+
+
+class Service:
+    """Everything a running app holds, kept in `app.extensions["vqa"]`."""
+
+    def __init__(self, settings: Settings, shipper, metrics):
+        self.settings = settings
+        self.models = ModelHolder(settings)
+        self.recent = RecentPredictions(settings.recent_predictions)
+        self.shipper = shipper
+        self.metrics = metrics
+        self.started = time.time()
+        self._es = None
+        self.models.on_switch = self._log_switch
+
+    def emit(self, doc: dict[str, Any]) -> None:
+        """Log the event line and hand it to the shipper (never waits for Elasticsearch)."""
+        events.log_event(doc)
+        self.shipper.submit(doc)
+
+    def lookup_prediction(self, request_id: str) -> dict[str, Any] | None:
+        """The inference event of `request_id`: from memory, else from Elasticsearch, else None."""
+        doc = self.recent.get(request_id)
+        if doc is not None or not self.settings.es_url:
+            return doc
+        from elasticsearch import ApiError, TransportError
+
+        from app.elastic import make_client
+
+        try:
+            if self._es is None:
+                self._es = make_client(self.settings)
+            found = self._es.search(
+                index=self.settings.es_index_prefix + events.INDEX_PATTERN_SUFFIX, size=1,
+                query={"bool": {"filter": [{"ids": {"values": [request_id]}},
+                                           {"term": {events.EVENT: events.INFERENCE}}]}},
+            )
+        except (ApiError, TransportError) as exc:
+            log.warning("feedback lookup of %s in Elasticsearch failed: %s", request_id, exc)
+            return None
+        hits = found["hits"]["hits"]
+        return hits[0]["_source"] if hits else None
+
+    def close(self) -> None:
+        """Stop watching for adapters and flush the shipper."""
+        self.models.stop()
+        self.shipper.close()
+
+    def _log_switch(self, old: VQAModel, new: VQAModel) -> None:
+        self.emit(events.make_event(
+            events.RELOAD, model_version=new.model_version, adapter_version=new.adapter_version,
+            reason=f"switched from {old.model_version}/{old.adapter_version}",
+        ))

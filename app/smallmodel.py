@@ -1,0 +1,132 @@
+"""Build the small offline BLIP VQA model from a config and train it on the dataset CSV.
+
+The result is saved with `save_pretrained`, so `BlipForQuestionAnswering.from_pretrained(dir)`
+loads it exactly as it loads `Salesforce/blip-vqa-capfilt-large`; only the directory differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app import data as dataset
+from app.evaluation import evaluate_frame
+from app.model import MODEL_INFO_FILE, DriftReference, VQAModel
+from app.training import encode_rows, fit, seed_everything
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]  # BLIP's own normalisation
+IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+@dataclass
+class SmallModelSpec:
+    image_size: int = 64
+    patch_size: int = 8
+    vision_hidden: int = 128
+    vision_layers: int = 4
+    vision_heads: int = 4
+    text_hidden: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    intermediate: int = 256
+
+
+def words_of(texts: list[str]) -> list[str]:
+    """Word-level vocabulary in BERT's basic tokenisation (lower case, punctuation split)."""
+    words: set[str] = set()
+    for text in texts:
+        words.update(re.findall(r"\w+|[^\w\s]", text.lower()))
+    return sorted(words)
+
+
+def build_tokenizer(texts: list[str]):
+    """A BertTokenizerFast over the dataset's words. (`vocab=` a dict: transformers 5 ignores vocab_file.)"""
+    from transformers import BertTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + words_of(texts))}
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=64)
+    probe = "what color is the shape?"
+    if tokenizer.decode(tokenizer(probe)["input_ids"], skip_special_tokens=True) != probe.replace("?", " ?"):
+        round_trip = tokenizer.decode(tokenizer(probe)["input_ids"], skip_special_tokens=True)
+        if round_trip.replace(" ?", "?") != probe:
+            raise RuntimeError(f"tokenizer does not round-trip: {probe!r} -> {round_trip!r}")
+    return tokenizer
+
+
+def build_untrained(texts: list[str], spec: SmallModelSpec, seed: int = 0):
+    """A randomly initialised small BlipForQuestionAnswering and its BlipProcessor."""
+    from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
+
+    tokenizer = build_tokenizer(texts)
+    vocab = tokenizer.get_vocab()
+    image_processor = BlipImageProcessor(
+        size={"height": spec.image_size, "width": spec.image_size}, image_mean=IMAGE_MEAN, image_std=IMAGE_STD,
+    )
+    processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    config = BlipConfig(
+        vision_config={
+            "hidden_size": spec.vision_hidden, "intermediate_size": spec.intermediate,
+            "num_hidden_layers": spec.vision_layers, "num_attention_heads": spec.vision_heads,
+            "image_size": spec.image_size, "patch_size": spec.patch_size, "initializer_range": 0.02,
+        },
+        text_config={
+            "vocab_size": len(vocab), "hidden_size": spec.text_hidden, "intermediate_size": spec.intermediate,
+            "num_hidden_layers": spec.text_layers, "num_attention_heads": spec.text_heads,
+            "max_position_embeddings": 64, "pad_token_id": vocab["[PAD]"], "bos_token_id": vocab["[DEC]"],
+            "sep_token_id": vocab["[SEP]"], "eos_token_id": vocab["[SEP]"],
+        },
+    )
+    seed_everything(seed)
+    model = BlipForQuestionAnswering(config)
+    return model, processor
+
+
+def fit_reference(vqa: VQAModel, pixel_values: torch.Tensor, batch_size: int = 256) -> DriftReference:
+    chunks = [vqa.embed(pixel_values[i:i + batch_size]) for i in range(0, len(pixel_values), batch_size)]
+    return DriftReference.fit(np.concatenate(chunks))
+
+
+def build_small_model(csv_path: Path, images_root: Path, out_dir: Path, *, epochs: float = 6.0,
+                      max_steps: int | None = None, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                      spec: SmallModelSpec | None = None, eval_limit: int | None = None) -> dict:
+    """Build, train, evaluate and save the small model; returns its metadata."""
+    spec = spec or SmallModelSpec()
+    frame = dataset.load_rows(csv_path)
+    train = frame[frame["split"] == "train"].reset_index(drop=True)
+    test = frame[frame["split"] == "test"].reset_index(drop=True)
+    if eval_limit:
+        test = test.head(eval_limit)
+    texts = frame["question"].tolist() + frame["answer"].tolist()
+    model, processor = build_untrained(texts, spec, seed=seed)
+    encoded = encode_rows(train, images_root, processor, model.config.text_config.bos_token_id)
+    stats = fit(model, encoded, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, seed=seed,
+                desc="train small BLIP")
+    vqa = VQAModel(model, processor, reference=None, model_version="unsaved", adapter_version="none")
+    vqa.reference = fit_reference(vqa, encoded.pixel_values)
+    metrics = evaluate_frame(vqa, test, images_root)
+    log.info("test accuracy %.4f on %d questions", metrics["accuracy"], metrics["count"])
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    vqa.reference.save(out_dir)
+    weights = b"".join(p.read_bytes() for p in sorted(out_dir.glob("*.safetensors")))
+    info = {
+        "version": f"blip-vqa-small-{hashlib.sha256(weights).hexdigest()[:8]}",
+        "spec": asdict(spec), "train": {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
+                                         "lr": lr, "seed": seed, "data_hash": dataset.frame_hash(train), **stats},
+        "test": metrics, "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    (out_dir / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2))
+    return info

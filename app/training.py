@@ -1,0 +1,119 @@
+"""Training loops shared by the small-model build and LoRA fine-tuning.
+
+Both train a `BlipForQuestionAnswering` on rows of the dataset CSV; `encode_rows` turns
+rows into tensors once, `fit` runs seeded mini-batch AdamW with a progress bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from app.data import normalize_answer
+from app.images import open_dataset_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Encoded:
+    pixel_values: torch.Tensor  # one per distinct image
+    image_index: torch.Tensor  # row -> image
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    answers: list[str]
+    questions: list[str]
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def encode_rows(frame: pd.DataFrame, images_root: Path, processor, bos_token_id: int,
+                transform: Callable[[Image.Image], Image.Image] | None = None) -> Encoded:
+    """Tensors for every row; each distinct image is preprocessed once."""
+    paths = list(dict.fromkeys(frame["image_path"]))
+    position = {p: i for i, p in enumerate(paths)}
+    pixels = []
+    for start in tqdm(range(0, len(paths), 256), desc="preprocess images", unit="batch", leave=False):
+        chunk = [open_dataset_image(images_root, p) for p in paths[start:start + 256]]
+        if transform is not None:
+            chunk = [transform(im) for im in chunk]
+        pixels.append(processor.image_processor(images=chunk, return_tensors="pt")["pixel_values"])
+    tok = processor.tokenizer
+    questions = frame["question"].tolist()
+    answers = [normalize_answer(a) for a in frame["answer"]]
+    q = tok(questions, padding=True, return_tensors="pt")
+    a = tok(answers, padding=True, return_tensors="pt")
+    labels = a["input_ids"].clone()
+    labels[:, 0] = bos_token_id  # the decoder starts from BOS, as generate() does
+    labels[a["attention_mask"] == 0] = -100
+    return Encoded(
+        pixel_values=torch.cat(pixels), image_index=torch.tensor([position[p] for p in frame["image_path"]]),
+        input_ids=q["input_ids"], attention_mask=q["attention_mask"], labels=labels,
+        answers=answers, questions=questions,
+    )
+
+
+def fit(model, data: Encoded, *, epochs: float, batch_size: int, lr: float, seed: int,
+        max_steps: int | None = None, weight_decay: float = 0.01, warmup_fraction: float = 0.05,
+        desc: str = "train") -> dict:
+    """Train `model` (only parameters with requires_grad) and return loss/time stats."""
+    seed_everything(seed)
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(data) / batch_size)
+    total = max_steps if max_steps else max(1, int(epochs * steps_per_epoch))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    warmup = max(1, int(total * warmup_fraction))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 0.5 * (1 + math.cos(math.pi * s / total)))
+    )
+    model.train()
+    losses: list[float] = []
+    started = time.perf_counter()
+    order = torch.randperm(len(data), generator=generator)
+    cursor = 0
+    bar = tqdm(range(total), desc=desc, unit="step")
+    for _step in bar:
+        if cursor + batch_size > len(order):
+            order, cursor = torch.randperm(len(data), generator=generator), 0
+        idx = order[cursor:cursor + batch_size]
+        cursor += batch_size
+        ids = data.input_ids[idx]
+        keep = int(data.attention_mask[idx].sum(dim=1).max())
+        lab = data.labels[idx]
+        lab_keep = int((lab != -100).sum(dim=1).max())
+        lab = lab[:, :lab_keep]
+        out = model(
+            pixel_values=data.pixel_values[data.image_index[idx]], input_ids=ids[:, :keep],
+            attention_mask=data.attention_mask[idx][:, :keep],
+            labels=lab, decoder_input_ids=lab.masked_fill(lab == -100, 0),
+        )
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(out.loss))
+        if len(losses) % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    model.eval()
+    return {"steps": total, "final_loss": float(np.mean(losses[-50:])), "seconds": time.perf_counter() - started}

@@ -1,0 +1,45 @@
+"""Build the small offline BLIP VQA base model and train it on the dataset's train split.
+
+Saved with `save_pretrained`, so the service loads it from VQA_MODEL_DIR exactly as it would
+load Salesforce/blip-vqa-capfilt-large. Prints the test-split exact-match accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.config import Settings  # noqa: E402
+from app.data import CSV_NAME  # noqa: E402
+from app.smallmodel import build_small_model  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--csv", type=Path, default=Path(settings.data_dir) / CSV_NAME,
+                        help="dataset CSV (default: VQA_DATA_DIR/VQA_Dataset.csv; make it with prepare_data.py)")
+    parser.add_argument("--images-root", type=Path, default=Path(settings.images_root))
+    parser.add_argument("--out", type=Path, default=Path(settings.model_dir), help="output model directory")
+    parser.add_argument("--epochs", type=float, default=6.0, help="passes over the train split")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (overrides epochs)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test questions only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    info = build_small_model(args.csv, args.images_root, args.out, epochs=args.epochs, max_steps=args.max_steps,
+                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, eval_limit=args.eval_limit)
+    print(json.dumps({"out": str(args.out), "version": info["version"], "test": info["test"],
+                      "train_seconds": round(info["train"]["seconds"], 1)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
