@@ -73,7 +73,9 @@ class Settings:
     )
 
     # --- Elasticsearch and event shipping -------------------------------------------
-    es_url: str = _setting("ES_URL", "", "Elasticsearch URL; empty: events go to stdout and the spool only.")
+    es_url: str = _setting(
+        "ES_URL", "", "Elasticsearch URL; empty: shipping is off and events only go to stdout (for Filebeat)."
+    )
     es_username: str = _setting("ES_USERNAME", "", "Elasticsearch basic-auth user.")
     es_password: str = _setting("ES_PASSWORD", "", "Elasticsearch basic-auth password.", secret=True)
     es_api_key: str = _setting("ES_API_KEY", "", "Elasticsearch API key (used instead of user/password).", secret=True)
@@ -85,6 +87,24 @@ class Settings:
     ship_queue_size: int = _setting("VQA_SHIP_QUEUE_SIZE", 10_000, "In-memory event queue; overflow goes to the spool.")
     ship_batch_size: int = _setting("VQA_SHIP_BATCH_SIZE", 200, "Events per bulk request.")
     ship_flush_seconds: float = _setting("VQA_SHIP_FLUSH_SECONDS", 1.0, "Longest wait before a partial batch is sent.")
+
+    # --- retraining pipeline -----------------------------------------------------------
+    build_number: str = _setting("BUILD_NUMBER", "", "Jenkins' build number: names the pipeline run and the image tag.")
+    gate_min_accuracy: float = _setting("VQA_GATE_MIN_ACCURACY", 0.8, "Evaluation gate: lowest accuracy to promote.")
+    retrain_epochs: float = _setting("VQA_RETRAIN_EPOCHS", 4.0, "LoRA epochs in the pipeline's training stage.")
+    retrain_replay_rows: int = _setting(
+        "VQA_RETRAIN_REPLAY_ROWS", 2000, "Original training rows mixed into retraining (so nothing is forgotten)."
+    )
+    retrain_min_feedback: int = _setting(
+        "VQA_RETRAIN_MIN_FEEDBACK", 50, "Labelled feedback rows needed to retrain on production data."
+    )
+    pipeline_build_images: int = _setting(
+        "VQA_PIPELINE_BUILD_IMAGES", 0, "1: the local pipeline builds the Docker images (slow); 0: skipped."
+    )
+    image_registry: str = _setting("VQA_IMAGE_REGISTRY", "", "Registry to push images to; empty: push is skipped.")
+    kube_deploy: int = _setting(
+        "VQA_KUBE_DEPLOY", 0, "1: the deploy stage also runs the Ansible playbook against the current kube context."
+    )
 
     # --- watchdog -------------------------------------------------------------------
     watchdog_poll_seconds: float = _setting("WATCHDOG_POLL_SECONDS", 60.0, "Seconds between checks.")

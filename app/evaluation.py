@@ -67,3 +67,17 @@ def gate(challenger: dict, champion: dict | None, *, min_accuracy: float, tolera
             reasons.append(f"not worse than the deployed {champion['adapter_version']} "
                            f"({challenger['accuracy']:.4f} >= {champion['accuracy']:.4f})")
     return GateResult(passed, reasons)
+
+
+def champion_challenger(base_dir: Path, challenger: Path | None, frame: pd.DataFrame, images_root: Path, *,
+                        deployed: Path | None, compare: bool = True, min_accuracy: float,
+                        tolerance: float = 0.0) -> dict:
+    """Score the challenger and the deployed model (adapter or base alone) on the same rows, then gate."""
+    scored = evaluate_frame(VQAModel.load(base_dir, challenger), frame, images_root)
+    champion = None
+    same = deployed is not None and challenger is not None and Path(deployed).resolve() == Path(challenger).resolve()
+    if compare and not same and (deployed is not None or challenger is not None):
+        champion = evaluate_frame(VQAModel.load(base_dir, deployed), frame, images_root)
+    result = gate(scored, champion, min_accuracy=min_accuracy, tolerance=tolerance)
+    return {"challenger": scored, "champion": champion, "passed": result.passed, "reasons": result.reasons,
+            "rows": len(frame)}

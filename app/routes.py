@@ -174,6 +174,7 @@ def feedback():
         answer=original.get(events.ANSWER), correct_answer=correct.strip(), status=200,
         is_correct=normalize_answer(original.get(events.ANSWER, "")) == normalize_answer(correct),
         model_version=original.get(events.MODEL_VERSION), adapter_version=original.get(events.ADAPTER_VERSION),
+        image_path=original.get(events.IMAGE_PATH),
     )
     svc.emit(doc)
     svc.metrics.requests.labels(endpoint="/feedback", status="200").inc()

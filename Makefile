@@ -1,0 +1,56 @@
+# The two commands a new user needs: `make up` (Elasticsearch + service + watchdog) and `make test`.
+# Every target sets itself up on a fresh machine: virtualenv, dependencies, data, model.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+MODEL_DIR ?= models/blip-vqa-small
+PYTEST_ARGS ?=
+
+.PHONY: help venv data model elasticsearch up test lint bench images clean-data
+
+help:
+	@echo "make up     start Elasticsearch, the VQA service on :5000 and the watchdog (local trigger)"
+	@echo "make test   run every test (starts its own Elasticsearch)"
+	@echo "make model  rebuild the small BLIP model in $(MODEL_DIR) (about 20 minutes on 2 cores)"
+	@echo "make bench  run the benchmarks recorded in docs/BENCHMARKS.md"
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(STAMP)
+
+data/VQA_Dataset.csv: | $(STAMP)
+	$(PY) scripts/prepare_data.py
+
+data: data/VQA_Dataset.csv
+
+$(MODEL_DIR)/config.json: | data/VQA_Dataset.csv
+	$(PY) scripts/build_base_model.py --out $(MODEL_DIR)
+
+model: data
+	$(PY) scripts/build_base_model.py --out $(MODEL_DIR)
+
+elasticsearch: $(STAMP)
+	bash .ci/install_elasticsearch.sh
+
+up: $(STAMP) data/VQA_Dataset.csv $(MODEL_DIR)/config.json elasticsearch
+	$(PY) scripts/stack.py up
+
+test: $(STAMP) data/VQA_Dataset.csv $(MODEL_DIR)/config.json elasticsearch
+	bash .ci/install_groovy_lint.sh
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP) data/VQA_Dataset.csv
+	$(PY) scripts/bench_predict.py
+
+clean-data:
+	rm -rf data/images data/VQA_Dataset.csv data/spool data/adapters data/pipeline

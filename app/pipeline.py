@@ -1,0 +1,267 @@
+"""The six-stage retraining pipeline, one definition shared by the Jenkinsfile and local runs.
+
+Stages run in order; one whose tool is not configured here (registry, Kubernetes, Docker)
+is reported as skipped with the reason, never as passed. Locally, deploy means promote the
+adapter and hot-reload the running service.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from app.config import REPO_ROOT, Settings
+from app.data import CSV_NAME, load_rows
+
+log = logging.getLogger(__name__)
+
+STAGES: tuple[tuple[str, str], ...] = (
+    ("setup", "Checkout"),
+    ("train", "CI: LoRA training"),
+    ("build-images", "Build images"),
+    ("evaluate", "CI: model evaluation"),
+    ("push", "Push to registry"),
+    ("deploy", "Deploy to Kubernetes"),
+)
+STAGE_NAMES = tuple(name for name, _ in STAGES)
+PASSED, SKIPPED, FAILED = "passed", "skipped", "failed"
+
+
+class StageSkipped(Exception):
+    """The stage's tool is not configured here; the message says what is missing."""
+
+
+class StageFailed(Exception):
+    """The stage ran and failed; the message says why."""
+
+
+@dataclass
+class Run:
+    settings: Settings
+    run_dir: Path
+    reason: str = ""
+    rule: str = ""
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return self.settings.build_number or self.run_dir.name
+
+    def save(self) -> None:
+        (self.run_dir / "state.json").write_text(json.dumps(self.state, indent=2))
+
+    @classmethod
+    def open(cls, settings: Settings, run_id: str | None, **kw: Any) -> Run:
+        root = Path(settings.data_dir) / "pipeline"
+        run_id = run_id or settings.build_number or datetime.now(UTC).strftime("local-%Y%m%d-%H%M%S")
+        run_dir = root / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        state_file = run_dir / "state.json"
+        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+        return cls(settings, run_dir, state=state, **kw)
+
+
+def stage_setup(run: Run) -> str:
+    s = run.settings
+    csv = Path(s.data_dir) / CSV_NAME
+    if not csv.is_file():
+        from app.data import export_easy_vqa
+
+        export_easy_vqa(Path(s.data_dir), Path(s.images_root))
+    if not (Path(s.model_dir) / "config.json").is_file():
+        raise StageFailed(f"no base model at {s.model_dir}; run `python scripts/build_base_model.py`")
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    run.state["commit"] = rev.stdout.strip() if rev.returncode == 0 else "unknown"
+    run.state.update({"reason": run.reason, "rule": run.rule})
+    return f"commit {run.state['commit']}, data {csv}, base model {s.model_dir}"
+
+
+def stage_train(run: Run) -> str:
+    import pandas as pd
+
+    from app.adapters import LoraParams, train_adapter
+    from app.retraining import build_datasets, fetch_feedback
+
+    s = run.settings
+    feedback = pd.DataFrame(columns=["image_path", "question", "answer", "request_id"])
+    if s.es_url:
+        from elasticsearch import ApiError, TransportError
+
+        from app.elastic import make_client
+
+        try:
+            feedback = fetch_feedback(make_client(s), s)
+        except (ApiError, TransportError) as exc:
+            raise StageFailed(f"cannot read feedback from Elasticsearch at {s.es_url}: {exc}") from exc
+    note = ""
+    if len(feedback) < s.retrain_min_feedback:
+        note = f" (only {len(feedback)} labelled rows, fewer than VQA_RETRAIN_MIN_FEEDBACK={s.retrain_min_feedback})"
+    train_csv, eval_csv, summary = build_datasets(
+        feedback, Path(s.data_dir) / CSV_NAME, run.run_dir, replay_rows=s.retrain_replay_rows)
+    adapter = train_adapter(Path(s.model_dir), load_rows(train_csv), Path(s.images_root), Path(s.adapters_dir),
+                            LoraParams(epochs=s.retrain_epochs), name=f"adapter-{run.run_dir.name}")
+    run.state.update({"adapter": str(adapter), "train_csv": str(train_csv), "eval_csv": str(eval_csv),
+                      "data": summary})
+    return f"adapter {adapter.name} from {summary['train_rows']} rows{note}"
+
+
+def _docker_ready() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def image_names(run: Run) -> dict[str, str]:
+    """Image tags: the app by build, the weights by `<model version>--<adapter version>` (Dockerfile.model)."""
+    from app.model import MODEL_INFO_FILE, read_info
+
+    model = read_info(Path(run.settings.model_dir), MODEL_INFO_FILE).get("version", Path(run.settings.model_dir).name)
+    adapter = Path(run.state.get("adapter", "none")).name
+    return {"app": f"vqa-app:{run.tag}", "model": f"vqa-model:{model}--{adapter}"}
+
+
+def stage_build_images(run: Run) -> str:
+    if not run.settings.pipeline_build_images:
+        raise StageSkipped("VQA_PIPELINE_BUILD_IMAGES is 0 (set it to 1 to build images in local runs)")
+    if not _docker_ready():
+        raise StageSkipped("no Docker engine answers `docker info`")
+    names = image_names(run)
+    model_version, adapter_version = names["model"].split(":", 1)[1].split("--")
+    context = Path(run.settings.model_dir).resolve()
+    adapter = Path(run.state["adapter"]).resolve()
+    for path in (context, adapter):
+        if REPO_ROOT not in path.parents:
+            raise StageFailed(f"{path} is outside the build context {REPO_ROOT}")
+    commands = [
+        ["docker", "build", "-f", "Dockerfile.app", "-t", names["app"], "."],
+        ["docker", "build", "-f", "Dockerfile.model", "-t", names["model"],
+         "--build-arg", f"MODEL_SRC={context.relative_to(REPO_ROOT)}", "--build-arg", f"MODEL_VERSION={model_version}",
+         "--build-arg", f"ADAPTER_SRC={adapter.relative_to(REPO_ROOT)}",
+         "--build-arg", f"ADAPTER_VERSION={adapter_version}", "."],
+    ]
+    for cmd in commands:
+        if subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0:
+            raise StageFailed(f"`{' '.join(cmd)}` failed")
+    run.state["images"] = names
+    return ", ".join(names.values())
+
+
+def stage_evaluate(run: Run) -> str:
+    from app.adapters import record_metrics
+    from app.evaluation import champion_challenger
+    from app.serving import current_adapter_dir
+
+    s = run.settings
+    if "adapter" not in run.state:
+        raise StageFailed("no adapter from the training stage in this run")
+    adapter = Path(run.state["adapter"])
+    frame = load_rows(Path(run.state["eval_csv"]))
+    report = champion_challenger(Path(s.model_dir), adapter, frame, Path(s.images_root),
+                                 deployed=current_adapter_dir(s), min_accuracy=s.gate_min_accuracy)
+    (run.run_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
+    record_metrics(adapter, "evaluation", {"accuracy": report["challenger"]["accuracy"], "passed": report["passed"]})
+    run.state["evaluation"] = {"passed": report["passed"], "accuracy": report["challenger"]["accuracy"],
+                               "champion_accuracy": (report["champion"] or {}).get("accuracy")}
+    if not report["passed"]:
+        raise StageFailed("; ".join(report["reasons"]))
+    return "; ".join(report["reasons"])
+
+
+def stage_push(run: Run) -> str:
+    registry = run.settings.image_registry
+    if not registry:
+        raise StageSkipped("VQA_IMAGE_REGISTRY is not set")
+    if "images" not in run.state:
+        raise StageSkipped("no images were built in this run")
+    pushed = []
+    for local in run.state["images"].values():
+        remote = f"{registry.rstrip('/')}/{local}"
+        for cmd in (["docker", "tag", local, remote], ["docker", "push", remote]):
+            if subprocess.run(cmd).returncode != 0:
+                raise StageFailed(f"`{' '.join(cmd)}` failed")
+        pushed.append(remote)
+    return ", ".join(pushed)
+
+
+def hot_reload(settings: Settings, adapter_name: str, timeout: float = 60.0) -> str:
+    """Ask the running service to load the promoted adapter; confirm through /readyz."""
+    url = settings.service_url.rstrip("/")
+    if settings.admin_token:
+        try:
+            response = requests.post(f"{url}/admin/reload", timeout=timeout,
+                                     headers={"Authorization": f"Bearer {settings.admin_token}"})
+        except requests.RequestException as exc:
+            return f"service at {url} not reachable ({exc.__class__.__name__}); it loads CURRENT when it starts"
+        if response.status_code != 200:
+            raise StageFailed(f"reload refused by {url}: {response.status_code} {response.text[:200]}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ready = requests.get(f"{url}/readyz", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return f"service at {url} not reachable; it loads CURRENT when it starts"
+        if ready.get("adapter_version") == adapter_name:
+            return f"service at {url} now serves {adapter_name}"
+        time.sleep(0.5)
+    raise StageFailed(f"service at {url} did not switch to {adapter_name} within {timeout:.0f}s")
+
+
+def stage_deploy(run: Run) -> str:
+    from app.serving import promote_adapter
+
+    s = run.settings
+    evaluation = run.state.get("evaluation")
+    if not evaluation or not evaluation.get("passed"):
+        raise StageFailed("the evaluation gate did not pass in this run; nothing to deploy")
+    adapter = Path(run.state["adapter"])
+    promote_adapter(Path(s.adapters_dir), adapter)
+    detail = f"promoted {adapter.name}; " + hot_reload(s, adapter.name)
+    if s.kube_deploy:
+        model_tag = image_names(run)["model"].split(":", 1)[1]
+        cmd = ["ansible-playbook", "-i", "playbooks/inventory", "playbooks/deploy.yml",
+               "-e", f"vqa_image_tag={run.tag}", "-e", f"vqa_model_image_tag={model_tag}"]
+        if subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0:
+            raise StageFailed(f"`{' '.join(cmd)}` failed")
+        detail += f"; applied playbooks/deploy.yml with tag {run.tag}"
+    else:
+        detail += "; Kubernetes deploy skipped (VQA_KUBE_DEPLOY is 0)"
+    return detail
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Run], str]] = {
+    "setup": stage_setup, "train": stage_train, "build-images": stage_build_images,
+    "evaluate": stage_evaluate, "push": stage_push, "deploy": stage_deploy,
+}
+
+
+def run_stages(run: Run, names: list[str] | None = None, echo: Callable[[str], None] = print) -> list[dict]:
+    """Run the named stages (default all) in pipeline order; stop at the first failure."""
+    selected = [n for n in STAGE_NAMES if names is None or n in names]
+    results = run.state.setdefault("results", [])
+    for name in selected:
+        title = dict(STAGES)[name]
+        started = time.perf_counter()
+        try:
+            detail, status = STAGE_FUNCTIONS[name](run), PASSED
+        except StageSkipped as exc:
+            detail, status = str(exc), SKIPPED
+        except StageFailed as exc:
+            detail, status = str(exc), FAILED
+        seconds = round(time.perf_counter() - started, 2)
+        results.append({"stage": name, "title": title, "status": status, "seconds": seconds, "detail": detail})
+        echo(f"[{status.upper():7}] {title} ({seconds:.1f}s): {detail}")
+        run.save()
+        if status == FAILED:
+            break
+    (run.run_dir / "summary.json").write_text(json.dumps(results, indent=2))
+    return results

@@ -1,0 +1,114 @@
+"""Bring the local stack up: Elasticsearch, the VQA service (gunicorn, :5000) and the watchdog.
+
+`python scripts/stack.py up` (what `make up` runs) starts a local single-node Elasticsearch
+unless ES_URL points at one, then the service and the watchdog with the local trigger, prints
+where everything is, and stops all of it on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import requests  # noqa: E402
+
+from app.config import REPO_ROOT, Settings  # noqa: E402
+
+log = logging.getLogger("stack")
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the service exited with {proc.returncode}; see its output above")
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the service at {url} was not ready after {timeout:.0f}s")
+
+
+def up(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    env = dict(os.environ)
+    node = None
+    if settings.es_url:
+        es_url = settings.es_url
+        log.info("using Elasticsearch at %s (ES_URL)", es_url)
+    else:
+        from scripts.esnode.launcher import ElasticsearchNode
+
+        node = ElasticsearchNode(Path(settings.data_dir) / "elasticsearch", port=args.es_port)
+        node.start()
+        es_url = node.url
+        log.info("started Elasticsearch at %s", es_url)
+    env["ES_URL"] = es_url
+    # The pipeline confirms hot reloads through /admin/reload; a per-run token if none is set.
+    env.setdefault("VQA_ADMIN_TOKEN", secrets.token_hex(16))
+    service_url = f"http://127.0.0.1:{args.port}"
+    env.update({"PORT": str(args.port), "VQA_SERVICE_URL": service_url})
+    children: list[subprocess.Popen] = []
+    try:
+        service = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"],
+                                   cwd=REPO_ROOT, env=env)
+        children.append(service)
+        wait_ready(service_url, service)
+        if not args.no_watchdog:
+            children.append(subprocess.Popen([sys.executable, "-m", "watchdog", "--trigger", args.trigger],
+                                             cwd=REPO_ROOT, env=env))
+        print(f"""
+VQA stack is up
+  service        {service_url}   (try: curl -s -X POST {service_url}/predict -H 'Content-Type: application/json' \\
+                   -d '{{"image_path": "test/0.png", "question": "what color is the shape?"}}')
+  elasticsearch  {es_url}   (recent events: .venv/bin/python scripts/logs.py --since 10m)
+  watchdog       {'off' if args.no_watchdog else f'trigger={args.trigger}, state in {settings.watchdog_state_file}'}
+Ctrl-C stops everything.
+""", flush=True)
+        stop = {"flag": False}
+        signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+        while not stop["flag"] and all(c.poll() is None for c in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in reversed(children):
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if node is not None:
+            node.stop()
+        log.info("stack stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="start Elasticsearch, the service and the watchdog")
+    p_up.add_argument("--port", type=int, default=5000)
+    p_up.add_argument("--es-port", type=int, default=9200)
+    p_up.add_argument("--trigger", choices=["local", "jenkins"], default="local")
+    p_up.add_argument("--no-watchdog", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return up(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""The local pipeline: six stages in Jenkinsfile order, skipped stages named as skipped, a failing gate stops it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from app.config import REPO_ROOT
+from app.pipeline import STAGE_NAMES, Run, run_stages
+from app.serving import current_adapter_dir
+
+
+@pytest.fixture
+def pipeline_settings(settings):
+    """Settings for a fast run: few replayed rows, a short LoRA run, no Elasticsearch, nothing to serve."""
+    return replace(settings, retrain_replay_rows=48, retrain_epochs=0.5, gate_min_accuracy=0.0,
+                   service_url="http://127.0.0.1:9", data_dir=str(REPO_ROOT / "data"))
+
+
+def test_full_local_run_trains_gates_and_promotes(pipeline_settings, tmp_path):
+    """All six stages run in order; images, push and Kubernetes are skipped with reasons; CURRENT moves."""
+    run = Run.open(replace(pipeline_settings, data_dir=str(tmp_path)), "t1", reason="test", rule="high_drift")
+    (tmp_path / "VQA_Dataset.csv").symlink_to(REPO_ROOT / "data" / "VQA_Dataset.csv")
+    lines: list[str] = []
+    results = run_stages(run, echo=lines.append)
+    assert [r["stage"] for r in results] == list(STAGE_NAMES)
+    status = {r["stage"]: r["status"] for r in results}
+    assert status == {"setup": "passed", "train": "passed", "build-images": "skipped", "evaluate": "passed",
+                      "push": "skipped", "deploy": "passed"}, lines
+    detail = {r["stage"]: r["detail"] for r in results}
+    assert "VQA_PIPELINE_BUILD_IMAGES" in detail["build-images"] and "VQA_IMAGE_REGISTRY" in detail["push"]
+    assert "Kubernetes deploy skipped" in detail["deploy"] and "not reachable" in detail["deploy"]
+    adapter = current_adapter_dir(run.settings)
+    assert adapter is not None and adapter.name == "adapter-t1" and (adapter / "adapter_config.json").is_file()
+    summary = json.loads((tmp_path / "pipeline" / "t1" / "summary.json").read_text())
+    assert summary == results and all(r["seconds"] >= 0 for r in summary)
+    report = json.loads((tmp_path / "pipeline" / "t1" / "evaluation.json").read_text())
+    assert report["passed"] and report["champion"]["adapter_version"] == "none"
+
+
+def test_a_failing_gate_stops_before_deploy(pipeline_settings, tmp_path):
+    """Below the accuracy gate, evaluate fails, deploy never runs and nothing is promoted."""
+    s = replace(pipeline_settings, data_dir=str(tmp_path), gate_min_accuracy=1.01)
+    (tmp_path / "VQA_Dataset.csv").symlink_to(REPO_ROOT / "data" / "VQA_Dataset.csv")
+    results = run_stages(Run.open(s, "t2"), echo=lambda _: None)
+    assert [r["stage"] for r in results][-1] == "evaluate" and results[-1]["status"] == "failed"
+    assert "below the gate" in results[-1]["detail"]
+    assert current_adapter_dir(s) is None
+
+
+def test_cli_runs_one_stage_and_exits_nonzero_on_failure(pipeline_settings, tmp_path):
+    """`python -m scripts.pipeline --stage evaluate` without a trained adapter fails clearly with exit 1."""
+    env = {"VQA_DATA_DIR": str(tmp_path), "VQA_ADAPTERS_DIR": str(tmp_path / "adapters"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "scripts.pipeline", "--stage", "evaluate", "--run-id", "t3"],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "[FAILED ] CI: model evaluation" in result.stdout and "no adapter from the training stage" in result.stdout

@@ -1,0 +1,223 @@
+"""The HTTP edge of /predict and /feedback: answers, response fields, LOG_EVENTs, and every bad input."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+
+import pytest
+from PIL import Image
+
+from app import events
+
+FIELDS = {"answer", "event", "latency_seconds", "quality_score", "question"}
+
+
+def png(size=(64, 64), color="red") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def event_lines(app):
+    """Every LOG_EVENT line the app writes during the test, parsed."""
+    records: list[str] = []
+
+    class Grab(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Grab()
+    logger = logging.getLogger(events.LOGGER_NAME)
+    logger.addHandler(handler)
+    yield lambda: [events.parse_line(r) for r in records if events.parse_line(r)]
+    logger.removeHandler(handler)
+
+
+def test_json_image_path_returns_the_seed_fields(client, event_lines):
+    """The seed's request shape answers with the five fields plus request id, versions and drift."""
+    r = client.post("/predict", json={"image_path": "test/0.png", "question": "what color is the shape?"})
+    assert r.status_code == 200
+    body = r.get_json()
+    assert FIELDS <= set(body)
+    assert body["event"] == "inference"
+    assert 0.0 <= body["quality_score"] <= 1.0
+    assert body["latency_seconds"] > 0
+    assert body["drift_score"] > 0
+    assert body["model_version"].startswith("blip-vqa-small") and body["adapter_version"] == "none"
+    logged = event_lines()
+    assert len(logged) == 1 and logged[0]["request_id"] == body["request_id"]
+    assert logged[0]["status"] == 200 and logged[0]["answer"] == body["answer"]
+    assert "@timestamp" in logged[0]
+
+
+def test_base64_and_multipart_give_the_same_answer_as_the_path(client, images_root):
+    """The three input forms carry the same image to the same answer and score."""
+    data = (images_root / "test" / "3.png").read_bytes()
+    q = "what shape is in the image?"
+    by_path = client.post("/predict", json={"image_path": "test/3.png", "question": q}).get_json()
+    by_b64 = client.post("/predict", json={"image_base64": base64.b64encode(data).decode(), "question": q}).get_json()
+    by_form = client.post("/predict", data={"question": q, "image": (io.BytesIO(data), "3.png")},
+                          content_type="multipart/form-data").get_json()
+    assert by_path["answer"] == by_b64["answer"] == by_form["answer"]
+    assert by_path["quality_score"] == pytest.approx(by_form["quality_score"], abs=1e-5)
+
+
+def test_small_model_answers_most_test_images_correctly(client, dataset_dir):
+    """Over HTTP, the small model gets at least 80% of 60 test questions right."""
+    import pandas as pd
+
+    rows = pd.read_csv(dataset_dir / "VQA_Dataset.csv")
+    rows = rows[rows["split"] == "test"].sample(n=60, random_state=1)
+    right = 0
+    for row in rows.itertuples():
+        body = client.post("/predict", json={"image_path": row.image_path, "question": row.question}).get_json()
+        right += body["answer"] == row.answer
+    assert right / len(rows) >= 0.8
+
+
+BAD_JSON = [
+    ({"image_path": "test/0.png"}, 400, "`question` is missing"),
+    ({"image_path": "test/0.png", "question": "   "}, 400, "`question` is empty"),
+    ({"image_path": "test/0.png", "question": 7}, 400, "must be a string"),
+    ({"image_path": "test/0.png", "question": "x" * 513}, 400, "limit is 512"),
+    ({"question": "what?"}, 400, "exactly one of"),
+    ({"image_path": "/etc/passwd", "question": "what?"}, 400, "not absolute"),
+    ({"image_path": "../../etc/passwd", "question": "what?"}, 400, "must not contain `..`"),
+    ({"image_path": "test/999999.png", "question": "what?"}, 404, "no image at"),
+    ({"image_base64": "%%%not base64%%%", "question": "what?"}, 400, "not valid base64"),
+    ({"image_base64": base64.b64encode(b"plain text").decode(), "question": "what?"}, 400, "not an image"),
+    ({"image_base64": base64.b64encode(png()[:100]).decode(), "question": "what?"}, 400, "truncated or corrupt"),
+    ({"image_base64": base64.b64encode(png((1100, 1000))).decode(), "question": "what?"}, 413, "over the limit"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), BAD_JSON)
+def test_bad_json_input_gets_a_clear_4xx_and_an_error_event(client, event_lines, body, status, message):
+    """Each bad input answers its 4xx with a message saying what to change, and logs an error event."""
+    r = client.post("/predict", json=body)
+    assert r.status_code == status
+    assert message in r.get_json()["error"]
+    logged = event_lines()
+    assert logged[-1]["event"] == "error" and logged[-1]["status"] == status
+    assert message in logged[-1]["error"]
+    assert "root:" not in r.get_json()["error"]  # no file contents leak
+
+
+def test_invalid_json_and_wrong_content_type(client):
+    """A broken JSON body is a 400, a non-JSON non-form body a 415."""
+    r = client.post("/predict", data="{not json", content_type="application/json")
+    assert r.status_code == 400 and "not valid JSON" in r.get_json()["error"]
+    r = client.post("/predict", data="question=hi", content_type="text/plain")
+    assert r.status_code == 415 and "application/json or multipart/form-data" in r.get_json()["error"]
+    r = client.post("/predict", json=["a", "list"])
+    assert r.status_code == 400 and "must be an object" in r.get_json()["error"]
+
+
+def test_multipart_without_file_and_with_garbage_file(client):
+    """A form without the image, or with a non-image, says which."""
+    r = client.post("/predict", data={"question": "what?"}, content_type="multipart/form-data")
+    assert r.status_code == 400 and "no `image` file" in r.get_json()["error"]
+    r = client.post("/predict", data={"question": "what?", "image": (io.BytesIO(b"GIF89a broken"), "x.gif")},
+                    content_type="multipart/form-data")
+    assert r.status_code == 400
+
+
+def test_body_over_the_size_limit_is_413(client, app):
+    """A body larger than VQA_MAX_CONTENT_LENGTH is refused with 413 before it is read."""
+    big = b"0" * (app.extensions["vqa"].settings.max_content_length + 10)
+    r = client.post("/predict", data={"question": "q", "image": (io.BytesIO(big), "big.png")},
+                    content_type="multipart/form-data")
+    assert r.status_code == 413 and "over the limit" in r.get_json()["error"]
+
+
+def test_symlink_escape_never_reveals_the_target(tmp_path, settings, client, app):
+    """A symlink under the images root pointing outside is refused and its target never read."""
+    import os
+
+    from app.config import Settings
+
+    root = tmp_path / "root"
+    root.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    os.symlink(secret, root / "link.png")
+    app.extensions["vqa"].settings = Settings(**{**settings.__dict__, "images_root": str(root)})
+    r = client.post("/predict", json={"image_path": "link.png", "question": "what?"})
+    assert r.status_code == 400 and "TOP-SECRET" not in r.get_data(as_text=True)
+
+
+def test_service_keeps_serving_after_bad_requests(client):
+    """After a burst of bad requests, a good one still answers 200."""
+    for _ in range(5):
+        client.post("/predict", data="{", content_type="application/json")
+        client.post("/predict", json={"image_path": "../x", "question": "q"})
+    assert client.post("/predict", json={"image_path": "test/1.png", "question": "what?"}).status_code == 200
+
+
+def test_unknown_route_and_method_are_json_4xx(client):
+    """Flask's own 404 and 405 come back as JSON errors too."""
+    assert client.get("/nope").status_code == 404 and "error" in client.get("/nope").get_json()
+    r = client.get("/predict")
+    assert r.status_code == 405 and "not allowed" in r.get_json()["error"]
+
+
+def test_feedback_records_a_labelled_event_once_per_request(client, app):
+    """Feedback on a known request logs a feedback event; an unknown request id is a 404."""
+    body = client.post("/predict", json={"image_path": "test/0.png", "question": "what color is the shape?"})
+    rid = body.get_json()["request_id"]
+    shipped = app.extensions["vqa"].shipper.events
+    r = client.post("/feedback", json={"request_id": rid, "answer": body.get_json()["answer"]})
+    assert r.status_code == 200 and r.get_json()["is_correct"] is True
+    fb = [e for e in shipped if e["event"] == "feedback"]
+    assert len(fb) == 1 and events.document_id(fb[0]) == f"feedback-{rid}"
+    assert fb[0]["image_path"] == "test/0.png"
+    r = client.post("/feedback", json={"request_id": rid, "answer": "definitely-wrong"})
+    assert r.get_json()["is_correct"] is False
+    assert events.document_id([e for e in shipped if e["event"] == "feedback"][-1]) == f"feedback-{rid}"
+    assert client.post("/feedback", json={"request_id": "nope", "answer": "red"}).status_code == 404
+    assert client.post("/feedback", json={"request_id": rid}).status_code == 400
+
+
+def test_health_readiness_and_metrics(client):
+    """/healthz is alive, /readyz names each check, /metrics counts requests and scores."""
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    checks = ready.get_json()["checks"]
+    assert checks["model"]["status"] == "ok" and checks["elasticsearch"]["status"] == "disabled"
+    client.post("/predict", json={"image_path": "test/0.png", "question": "what?"})
+    client.post("/predict", json={"question": "what?"})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'vqa_requests_total{endpoint="/predict",status="200"} 1.0' in text
+    assert 'vqa_requests_total{endpoint="/predict",status="400"} 1.0' in text
+    assert "vqa_quality_score_bucket" in text and "vqa_request_latency_seconds_bucket" in text
+
+
+def test_readyz_fails_while_the_model_cannot_load(settings):
+    """With a broken model directory, /readyz is 503 and says what is failing; /predict is 503."""
+    from app import create_app
+    from app.config import Settings
+    from tests.conftest import NullShipper
+
+    broken = Settings(**{**settings.__dict__, "model_dir": "/nonexistent/model"})
+    application = create_app(broken, shipper=NullShipper())
+    application.extensions["vqa"].models.wait_ready(10)
+    c = application.test_client()
+    r = c.get("/readyz")
+    assert r.status_code == 503
+    assert "config.json missing" in r.get_json()["checks"]["model"]["detail"]
+    assert c.post("/predict", json={"image_path": "test/0.png", "question": "q"}).status_code == 503
+
+
+def test_event_line_format_round_trips():
+    """`LOG_EVENT {json}` lines parse back to the same document."""
+    doc = events.make_event(events.INFERENCE, question="q", answer="a", quality_score=0.5)
+    line = events.format_line(doc)
+    assert line.startswith("LOG_EVENT {") and events.parse_line("2026 INFO " + line) == doc
+    assert json.loads(line.split(" ", 1)[1]) == doc
+    with pytest.raises(ValueError):
+        events.make_event(events.INFERENCE, not_a_field=1)

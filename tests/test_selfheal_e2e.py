@@ -1,0 +1,41 @@
+"""End to end on the real Elasticsearch, service and small model: drift is detected and healed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts.demo_selfheal import StoryConfig, run_story
+
+
+@pytest.mark.slow
+def test_inverted_traffic_triggers_one_retraining_and_the_service_heals(es_node, tmp_path):
+    """Inversion fires a named rule, one local pipeline retrains on the drifted feedback, the gate
+    passes, the service hot-reloads, drifted accuracy returns to within 5 points of clean, and no
+    rule fires afterwards."""
+    lines: list[str] = []
+    result = run_story(es_node.url, tmp_path, StoryConfig(), echo=lines.append)
+    story = "\n".join(lines)
+
+    assert result.decisions[0]["decision"] == "check" and result.decisions[0]["rule"] == "none", story
+    fired = [d for d in result.decisions if d["decision"] == "trigger"]
+    assert len(fired) == 1, story
+    assert set(fired[0]["rule"].split(",")) & {"high_drift", "low_accuracy"}, story
+
+    assert result.pipeline_exit == 0, story
+    statuses = {s["stage"]: s["status"] for s in result.pipeline_summary}
+    assert statuses == {"setup": "passed", "train": "passed", "build-images": "skipped", "evaluate": "passed",
+                        "push": "skipped", "deploy": "passed"}, story
+    run_state = json.loads(next((tmp_path / "data" / "pipeline").glob("*/state.json")).read_text())
+    assert run_state["data"]["feedback_train"] > 0, "training must use the drifted feedback"
+
+    clean = result.phases["clean"]["accuracy"]
+    drifted_before = result.phases["drifted"]["accuracy"]
+    healed = result.phases["healed-drifted"]["accuracy"]
+    assert drifted_before < clean - 0.05, story
+    assert healed >= clean - 0.05, story
+    assert result.phases["healed-clean"]["accuracy"] >= clean - 0.05, story
+    new_adapter = run_state["adapter"].rsplit("/", 1)[-1]
+    assert result.phases["healed-drifted"]["adapter_versions"] == [new_adapter], story
+    assert result.decisions[-1]["decision"] == "check" and result.decisions[-1]["rule"] == "none", story

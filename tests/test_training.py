@@ -1,0 +1,130 @@
+"""Real training steps: the small-model build, LoRA fine-tuning, the evaluation gate and its scripts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from app.config import REPO_ROOT
+from app.model import ADAPTER_INFO_FILE, MODEL_INFO_FILE, REFERENCE_FILE, VQAModel
+from app.smallmodel import build_tokenizer
+
+PY = sys.executable
+
+
+def test_tokenizer_round_trips_and_has_a_real_vocabulary():
+    """The word-level BERT tokenizer knows every dataset word (transformers 5 `vocab=` pitfall)."""
+    tok = build_tokenizer(["what color is the shape?", "is there a red circle?"])
+    assert len(tok.get_vocab()) > 10
+    ids = tok("is there a red circle?")["input_ids"]
+    assert tok.unk_token_id not in ids
+    assert tok.decode(ids, skip_special_tokens=True).replace(" ?", "?") == "is there a red circle?"
+
+
+def test_build_script_trains_a_loadable_model_in_a_few_steps(tmp_path, dataset_dir, images_root):
+    """scripts/build_base_model.py runs real steps and saves what from_pretrained loads."""
+    out = tmp_path / "model"
+    result = subprocess.run(
+        [PY, "scripts/build_base_model.py", "--out", str(out), "--max-steps", "3", "--eval-limit", "20",
+         "--csv", str(dataset_dir / "VQA_Dataset.csv"), "--images-root", str(images_root), "--threads", "1"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["test"]["count"] == 20 and 0 <= summary["test"]["accuracy"] <= 1
+    for name in ("config.json", "model.safetensors", "processor_config.json", MODEL_INFO_FILE, REFERENCE_FILE):
+        assert (out / name).is_file(), name
+    vqa = VQAModel.load(out)
+    assert vqa.model_version == summary["version"]
+
+
+def test_committed_small_model_meets_its_recorded_accuracy(small_model_dir):
+    """The committed model's metadata records >= 90% test accuracy from a full test-split evaluation."""
+    info = json.loads((small_model_dir / MODEL_INFO_FILE).read_text())
+    assert info["test"]["count"] >= 9000
+    assert info["test"]["accuracy"] >= 0.9
+
+
+def test_lora_training_saves_a_versioned_adapter_with_metadata(tiny_adapter, small_model_dir):
+    """train_adapter writes adapter_config.json, weights, metadata and a drift reference."""
+    cfg = json.loads((tiny_adapter / "adapter_config.json").read_text())
+    assert cfg["r"] == 8 and "qkv" in cfg["target_modules"]
+    info = json.loads((tiny_adapter / ADAPTER_INFO_FILE).read_text())
+    assert info["version"] == tiny_adapter.name and info["rows"] == 64 and info["data_hash"]
+    assert info["base_model"]["version"].startswith("blip-vqa-small")
+    assert (tiny_adapter / REFERENCE_FILE).is_file()
+    vqa = VQAModel.load(small_model_dir, tiny_adapter)
+    assert vqa.adapter_version == tiny_adapter.name
+
+
+def test_train_mini_is_deterministic_with_a_seed(tmp_path, dataset_dir, images_root, small_model_dir):
+    """Two runs of scripts/train_mini.py with the same seed produce identical LoRA weights."""
+    weights = []
+    for run in ("a", "b"):
+        result = subprocess.run(
+            [PY, "scripts/train_mini.py", "--csv", str(dataset_dir / "VQA_Dataset.csv"), "--limit", "40",
+             "--images-root", str(images_root), "--base-model", str(small_model_dir),
+             "--adapters-dir", str(tmp_path), "--name", run, "--max-steps", "2", "--seed", "7"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        weights.append(load_file(tmp_path / run / "adapter_model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_train_mini_reports_a_missing_csv_clearly(tmp_path):
+    """A wrong --csv exits 2 with a message naming the file."""
+    result = subprocess.run([PY, "scripts/train_mini.py", "--csv", str(tmp_path / "none.csv")],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "none.csv does not exist" in result.stderr
+
+
+@pytest.mark.parametrize(("gate", "code"), [(0.5, 0), (1.01, 1)])
+def test_evaluate_model_gate_exit_codes(tmp_path, dataset_dir, images_root, small_model_dir, gate, code):
+    """evaluate_model.py exits 0 above the accuracy gate and 1 below it, writing its report either way."""
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [PY, "scripts/evaluate_model.py", "--csv", str(dataset_dir / "VQA_Dataset.csv"), "--limit", "60",
+         "--images-root", str(images_root), "--base-model", str(small_model_dir), "--no-champion",
+         "--min-accuracy", str(gate), "--report", str(report)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={"VQA_ADAPTERS_DIR": str(tmp_path / "adapters"), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == code, result.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["rows"] == 60 and data["passed"] is (code == 0)
+    assert 0 <= data["challenger"]["accuracy"] <= 1 and data["challenger"]["latency_seconds_per_question"] > 0
+
+
+def test_champion_challenger_refuses_a_worse_adapter(tiny_adapter, small_model_dir, dataset_dir, images_root):
+    """A 3-step adapter that scores below the deployed base model is not promoted."""
+    from app.data import load_rows
+    from app.evaluation import champion_challenger, gate
+
+    frame = load_rows(dataset_dir / "VQA_Dataset.csv", split="test", limit=80)
+    report = champion_challenger(small_model_dir, tiny_adapter, frame, images_root, deployed=None,
+                                 min_accuracy=0.0)
+    assert report["champion"]["adapter_version"] == "none"
+    expected = report["challenger"]["accuracy"] >= report["champion"]["accuracy"]
+    assert report["passed"] is expected
+    worse = gate({"accuracy": 0.5}, {"accuracy": 0.9, "adapter_version": "x"}, min_accuracy=0.1)
+    assert not worse.passed and "worse than the deployed x" in worse.reasons[-1]
+
+
+def test_download_scripts_fail_fast_offline_with_a_hint(tmp_path):
+    """Without the Hub, download_base.py exits 2 quickly and says how to use the small model."""
+    result = subprocess.run([PY, "scripts/download_base.py", "--out", str(tmp_path / "m")], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "models/blip-vqa-small" in result.stderr and "build_base_model.py" in result.stderr
+    result = subprocess.run([PY, "scripts/download_adapter.py", "--repo-id", "someone/lora",
+                             "--adapters-dir", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and "small model" in result.stderr
