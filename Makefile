@@ -52,5 +52,8 @@ lint: $(STAMP)
 bench: $(STAMP) data/VQA_Dataset.csv
 	$(PY) scripts/bench_predict.py
 
+images: $(STAMP)
+	docker/build_images.sh
+
 clean-data:
 	rm -rf data/images data/VQA_Dataset.csv data/spool data/adapters data/pipeline

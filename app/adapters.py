@@ -21,8 +21,9 @@ from app.training import encode_rows, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
-# Vision attention + MLP (drift lives in pixels) and the text attention projections.
-DEFAULT_TARGETS = ("qkv", "projection", "fc1", "fc2", "query", "value")
+# The patch embedding (a Conv2d: input drift such as inverted colours is remapped right where pixels
+# enter), vision attention + MLP, and the text attention projections.
+DEFAULT_TARGETS = ("patch_embedding", "qkv", "projection", "fc1", "fc2", "query", "value")
 
 
 @dataclass

@@ -91,7 +91,7 @@ class Settings:
     # --- retraining pipeline -----------------------------------------------------------
     build_number: str = _setting("BUILD_NUMBER", "", "Jenkins' build number: names the pipeline run and the image tag.")
     gate_min_accuracy: float = _setting("VQA_GATE_MIN_ACCURACY", 0.8, "Evaluation gate: lowest accuracy to promote.")
-    retrain_epochs: float = _setting("VQA_RETRAIN_EPOCHS", 4.0, "LoRA epochs in the pipeline's training stage.")
+    retrain_epochs: float = _setting("VQA_RETRAIN_EPOCHS", 8.0, "LoRA epochs in the pipeline's training stage.")
     retrain_replay_rows: int = _setting(
         "VQA_RETRAIN_REPLAY_ROWS", 2000, "Original training rows mixed into retraining (so nothing is forgotten)."
     )
@@ -150,6 +150,10 @@ class Settings:
             values[f.name] = _coerce(f, raw)
         values.update(overrides)
         return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings in a child process."""
+        return {f.metadata["env"]: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with secrets masked, safe to log."""

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -136,22 +138,20 @@ def stage_build_images(run: Run) -> str:
     if not _docker_ready():
         raise StageSkipped("no Docker engine answers `docker info`")
     names = image_names(run)
-    model_version, adapter_version = names["model"].split(":", 1)[1].split("--")
-    context = Path(run.settings.model_dir).resolve()
     adapter = Path(run.state["adapter"]).resolve()
-    for path in (context, adapter):
-        if REPO_ROOT not in path.parents:
-            raise StageFailed(f"{path} is outside the build context {REPO_ROOT}")
-    commands = [
-        ["docker", "build", "-f", "Dockerfile.app", "-t", names["app"], "."],
-        ["docker", "build", "-f", "Dockerfile.model", "-t", names["model"],
-         "--build-arg", f"MODEL_SRC={context.relative_to(REPO_ROOT)}", "--build-arg", f"MODEL_VERSION={model_version}",
-         "--build-arg", f"ADAPTER_SRC={adapter.relative_to(REPO_ROOT)}",
-         "--build-arg", f"ADAPTER_VERSION={adapter_version}", "."],
-    ]
-    for cmd in commands:
-        if subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0:
-            raise StageFailed(f"`{' '.join(cmd)}` failed")
+    if REPO_ROOT not in adapter.parents:
+        raise StageFailed(f"{adapter} is outside the build context {REPO_ROOT}")
+    # docker/build_images.sh is the one definition of how the images are built (base image,
+    # PyTorch source, tags); the model image's tag is derived there from the same versions.
+    env = {**os.environ, "APP_TAG": names["app"], "ADAPTER_SRC": str(adapter.relative_to(REPO_ROOT)),
+           "MODEL_SRC": str(Path(run.settings.model_dir).resolve().relative_to(REPO_ROOT))}
+    built = subprocess.run(["bash", "docker/build_images.sh", "all"], cwd=REPO_ROOT, env=env,
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        raise StageFailed(f"docker/build_images.sh failed: {built.stderr.strip()[-500:]}")
+    tags = built.stdout.split()
+    if len(tags) == 2:
+        names = {"app": tags[0], "model": tags[1]}
     run.state["images"] = names
     return ", ".join(names.values())
 
@@ -228,7 +228,9 @@ def stage_deploy(run: Run) -> str:
     detail = f"promoted {adapter.name}; " + hot_reload(s, adapter.name)
     if s.kube_deploy:
         model_tag = image_names(run)["model"].split(":", 1)[1]
-        cmd = ["ansible-playbook", "-i", "playbooks/inventory", "playbooks/deploy.yml",
+        venv_playbook = Path(sys.executable).parent / "ansible-playbook"
+        playbook = str(venv_playbook) if venv_playbook.exists() else "ansible-playbook"
+        cmd = [playbook, "-i", "playbooks/inventory", "playbooks/deploy.yml",
                "-e", f"vqa_image_tag={run.tag}", "-e", f"vqa_model_image_tag={model_tag}"]
         if subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0:
             raise StageFailed(f"`{' '.join(cmd)}` failed")

@@ -31,6 +31,8 @@ class TrafficResult:
     quality: list[float] = field(default_factory=list)
     drift: list[float] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    outcomes: list[bool] = field(default_factory=list)
 
     @property
     def accuracy(self) -> float:
@@ -71,11 +73,14 @@ def send_traffic(base_url: str, rows: pd.DataFrame, images_root: Path, *, count:
             continue
         body = response.json()
         result.answered += 1
-        result.correct += normalize_answer(body["answer"]) == normalize_answer(row.answer)
+        right = normalize_answer(body["answer"]) == normalize_answer(row.answer)
+        result.correct += right
+        result.outcomes.append(right)
         result.quality.append(body["quality_score"])
         if body.get("drift_score") is not None:
             result.drift.append(body["drift_score"])
         result.versions.append(body.get("adapter_version", ""))
+        result.times.append(time.time())
         if feedback_share > 0 and rng.random() < feedback_share:
             fb = http.post(f"{base_url}/feedback", json={"request_id": body["request_id"], "answer": row.answer},
                            timeout=30)

@@ -92,19 +92,29 @@ def vqa_loss(model, pixel_values: torch.Tensor, image_index: torch.Tensor, input
     return out.loss
 
 
+def _sample(rows: list[int], k: int, generator: torch.Generator) -> list[int]:
+    if len(rows) <= k:
+        return rows
+    return [rows[j] for j in torch.randperm(len(rows), generator=generator)[:k].tolist()]
+
+
 def fit(model, data: Encoded, *, epochs: float, batch_size: int, lr: float, seed: int,
         max_steps: int | None = None, weight_decay: float = 0.01, warmup_fraction: float = 0.05,
-        desc: str = "train") -> dict:
+        questions_per_image: int = 3, desc: str = "train") -> dict:
     """Train `model` (only parameters with requires_grad) and return loss/time stats.
 
-    A batch is every question of a random set of images, about `batch_size` rows in all.
+    A batch is a random set of images with up to `questions_per_image` of each one's questions,
+    about `batch_size` rows in all; an epoch shows every image once. Many images per step with
+    few questions each is what lets the vision encoder learn shapes, not only colours: the
+    shape signal is in the image views, and a batch of all ten questions of six images has few.
     """
     seed_everything(seed)
     generator = torch.Generator().manual_seed(seed)
     rows_of: list[list[int]] = [[] for _ in range(len(data.pixel_values))]
     for row, image in enumerate(data.image_index.tolist()):
         rows_of[image].append(row)
-    images_per_batch = max(1, round(batch_size * len(rows_of) / max(1, len(data))))
+    per_image = min(questions_per_image, max(1, round(len(data) / max(1, len(rows_of)))))
+    images_per_batch = max(1, batch_size // per_image)
     steps_per_epoch = math.ceil(len(rows_of) / images_per_batch)
     total = max_steps if max_steps else max(1, int(epochs * steps_per_epoch))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -124,8 +134,10 @@ def fit(model, data: Encoded, *, epochs: float, batch_size: int, lr: float, seed
             order, cursor = torch.randperm(len(rows_of), generator=generator).tolist(), 0
         images = order[cursor:cursor + images_per_batch]
         cursor += images_per_batch
-        idx = torch.tensor([r for image in images for r in rows_of[image]])
-        local = torch.tensor([i for i, image in enumerate(images) for _ in rows_of[image]])
+        picked = [(i, r) for i, image in enumerate(images)
+                  for r in _sample(rows_of[image], questions_per_image, generator)]
+        idx = torch.tensor([r for _, r in picked])
+        local = torch.tensor([i for i, _ in picked])
         keep = int(data.attention_mask[idx].sum(dim=1).max())
         labels = data.labels[idx]
         labels = labels[:, : int((labels != -100).sum(dim=1).max())]

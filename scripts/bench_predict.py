@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
 
-from app.config import REPO_ROOT, Settings  # noqa: E402
+from app.config import Settings  # noqa: E402
 from app.data import CSV_NAME, load_rows  # noqa: E402
 from app.images import load_image_file  # noqa: E402
+from app.launch import start_service, stop_service  # noqa: E402
 from app.model import VQAModel  # noqa: E402
 
 
@@ -49,31 +48,19 @@ def bench_model(settings: Settings, rows) -> list[float]:
 
 def bench_http(rows, env: dict[str, str], port: int) -> list[float]:
     with tempfile.TemporaryDirectory() as spool:
-        full_env = {**os.environ, "VQA_SPOOL_DIR": spool, **env, "PORT": str(port)}
-        log = open(Path(spool) / "gunicorn.log", "w")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"],
-                                cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
+        proc = start_service({"VQA_SPOOL_DIR": spool, **env}, port, log_path=Path(spool) / "gunicorn.log")
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    time.sleep(0.3)
             session = requests.Session()
             times = []
             for row in rows.itertuples():
                 began = time.perf_counter()
-                r = session.post(f"{base}/predict", json={"image_path": row.image_path, "question": row.question},
-                                 timeout=60)
+                r = session.post(f"http://127.0.0.1:{port}/predict",
+                                 json={"image_path": row.image_path, "question": row.question}, timeout=60)
                 times.append(time.perf_counter() - began)
                 r.raise_for_status()
             return times
         finally:
-            proc.terminate()
-            proc.wait(30)
+            stop_service(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

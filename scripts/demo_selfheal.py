@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ import requests  # noqa: E402
 
 from app.config import REPO_ROOT, Settings  # noqa: E402
 from app.data import CSV_NAME, load_rows  # noqa: E402
+from app.launch import free_port, start_service, stop_service  # noqa: E402
 from app.traffic import TrafficResult, send_traffic  # noqa: E402
 
 log = logging.getLogger("demo")
@@ -41,7 +41,7 @@ class StoryConfig:
     feedback_share: float = 1.0
     drift: str = "invert"
     min_samples: int = 60
-    retrain_epochs: float = 4.0
+    retrain_epochs: float = 8.0
     replay_rows: int = 600
     seed: int = 0
 
@@ -55,36 +55,6 @@ class StoryResult:
     timeline: list[dict] = field(default_factory=list)
     marks: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _env_for(settings: Settings) -> dict[str, str]:
-    return {f.metadata["env"]: str(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
-
-
-def _start_service(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "app:create_app()"],
-        cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the service exited: {log_path.read_text()[-2000:]}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("the service did not become ready")
 
 
 def _record(result: StoryResult, phase: str, traffic: TrafficResult) -> dict:
@@ -120,12 +90,12 @@ def run_story(es_url: str, workdir: Path, config: StoryConfig, echo=print) -> St
     # The pipeline reads the dataset CSV from its data dir and writes its runs there.
     if not (data_dir / CSV_NAME).exists():
         (data_dir / CSV_NAME).symlink_to(Path(base.data_dir) / CSV_NAME)
-    env = _env_for(settings)
+    env = settings.to_env()
     rows = load_rows(Path(base.data_dir) / CSV_NAME)
     train_rows, test_rows = rows[rows["split"] == "train"], rows[rows["split"] == "test"]
     images = Path(settings.images_root)
     url = settings.service_url
-    service = _start_service(env, port, workdir / "service.log")
+    service = start_service(env, port, log_path=workdir / "service.log")
     es = Elasticsearch(es_url)
     os.environ.update(env)  # the watchdog's local trigger starts the pipeline with this environment
     try:
@@ -146,8 +116,9 @@ def run_story(es_url: str, workdir: Path, config: StoryConfig, echo=print) -> St
             t0 = time.time()
             res = send_traffic(url, frame, images, count=count, drift=drift, feedback_share=feedback,
                                seed=config.seed + len(result.phases), progress=False)
-            for q, d, v in zip(res.quality, res.drift, res.versions, strict=False):
-                result.timeline.append({"phase": phase, "quality_score": q, "drift_score": d, "adapter": v})
+            for q, d, v, at, ok in zip(res.quality, res.drift, res.versions, res.times, res.outcomes, strict=False):
+                result.timeline.append({"phase": phase, "quality_score": q, "drift_score": d, "adapter": v,
+                                        "at": at, "correct": ok})
             summary = _record(result, phase, res)
             echo(f"  {phase}: accuracy {summary['accuracy']:.1%}, mean quality_score "
                  f"{summary['mean_quality_score']}, mean drift_score {summary['mean_drift_score']} "
@@ -160,8 +131,8 @@ def run_story(es_url: str, workdir: Path, config: StoryConfig, echo=print) -> St
         poll("clean")
         echo(f"2. The inputs drift ({config.drift}); users send feedback on {config.feedback_share:.0%} of answers.")
         traffic("drifted", train_rows, config.drift_requests, config.drift, config.feedback_share)
-        result.marks["trigger"] = len(result.timeline)
         decision = poll("drifted")
+        result.marks.update(trigger=time.time(), trigger_index=len(result.timeline))
         if decision["decision"] != "trigger":
             echo("  the watchdog did not trigger; stopping the story here")
             return result
@@ -173,50 +144,72 @@ def run_story(es_url: str, workdir: Path, config: StoryConfig, echo=print) -> St
             result.pipeline_summary = json.loads(summary_path.read_text())
         for stage in result.pipeline_summary:
             echo(f"  [{stage['status']:7}] {stage['title']} ({stage['seconds']}s): {stage['detail']}")
-        result.marks["redeploy"] = len(result.timeline)
+        result.marks["redeploy"] = time.time()
         ready = requests.get(f"{url}/readyz", timeout=5).json()
         echo(f"4. The service now serves adapter {ready.get('adapter_version')}; drifted traffic on unseen images:")
         traffic("healed-drifted", test_rows, config.after_requests, config.drift, 0.0)
         traffic("healed-clean", test_rows, config.after_requests // 2, None, 0.0)
         poll("healed")
     finally:
-        service.terminate()
-        service.wait(30)
-        os.environ.update({k: v for k, v in _env_for(base).items() if k in os.environ})
+        stop_service(service)
+        os.environ.update({k: v for k, v in base.to_env().items() if k in os.environ})
     result.seconds = round(time.monotonic() - started, 1)
     return result
 
 
 def plot(result: StoryResult, out: Path) -> None:
+    """quality_score (dots and rolling mean) and drift_score over minutes, trigger and redeploy marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = list(range(len(result.timeline)))
+    if not result.timeline:
+        return
+    # x is the request number; the pipeline's run (no traffic) is drawn as a gap between the marks.
+    gap = max(40, len(result.timeline) // 8)
+    after = result.marks.get("trigger_index", len(result.timeline))
+    xs = [i if i < after else i + gap for i in range(len(result.timeline))]
+
+    def rolling(values: list[float], window: int = 25) -> list[float]:
+        """Rolling mean within each side of the gap, with a NaN at the gap so lines break there."""
+        out = []
+        for i in range(len(values)):
+            lo = max(0, i - window) if i < after else max(after, i - window)
+            out.append(sum(values[lo:i + 1]) / len(values[lo:i + 1]))
+        return out[:after] + [float("nan")] + out[after:]
+
+    xs_gap = xs[:after] + [after + gap / 2] + xs[after:]
+    quality = [p["quality_score"] for p in result.timeline]
     fig, ax = plt.subplots(figsize=(10, 4.5))
-    ax.plot(xs, [p["quality_score"] for p in result.timeline], ".", ms=3, alpha=0.5, label="quality_score")
+    ax.plot(xs, quality, ".", ms=2, alpha=0.3, color="tab:blue")
+    ax.plot(xs_gap, rolling(quality), color="tab:blue", lw=1.8, label="quality_score (rolling mean)")
+    ax.plot(xs_gap, rolling([float(p.get("correct", 0)) for p in result.timeline]), color="tab:purple", lw=1.8,
+            label="accuracy vs. true answer (rolling)")
     ax.set_xlabel("request")
-    ax.set_ylabel("quality_score")
+    ax.set_ylabel("quality_score / accuracy")
     ax.set_ylim(0, 1.05)
     ax2 = ax.twinx()
-    drift = [p["drift_score"] for p in result.timeline]
-    window = 15
-    smooth = [sum(drift[max(0, i - window):i + 1]) / len(drift[max(0, i - window):i + 1]) for i in xs]
-    ax2.plot(xs, smooth, color="tab:red", lw=1.5, label="drift_score (rolling mean)")
+    ax2.plot(xs_gap, rolling([p["drift_score"] for p in result.timeline]), color="tab:red", lw=1.5,
+             label="drift_score (rolling mean)")
     ax2.set_ylabel("drift_score", color="tab:red")
+    positions = {"trigger": after, "redeploy": after + gap}
+    if "redeploy" in result.marks and "trigger" in result.marks:
+        seconds = result.marks["redeploy"] - result.marks["trigger"]
+        ax.axvspan(after, after + gap, color="0.9")
+        ax.text(after + gap / 2, 0.5, f"pipeline\n{seconds:.0f} s", ha="center", fontsize=8)
     for name, color in (("trigger", "tab:orange"), ("redeploy", "tab:green")):
         if name in result.marks:
-            ax.axvline(result.marks[name], color=color, ls="--", lw=2, label=name)
-    start = 0
+            ax.axvline(positions[name], color=color, ls="--", lw=2, label=name)
     for phase, info in result.phases.items():
-        end = start + info["answered"]
-        ax.text((start + end) / 2, 0.03, f"{phase}\nacc {info['accuracy']:.0%}", ha="center", fontsize=8)
-        start = end
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper right", fontsize=8)
-    ax.set_title("Self-healing: drift detected, LoRA retrained, gated and hot-reloaded")
+        spots = [x for x, p in zip(xs, result.timeline, strict=True) if p["phase"] == phase]
+        if spots:
+            ax.text((spots[0] + spots[-1]) / 2, 0.04, f"{phase}\nacc {info['accuracy']:.0%}", ha="center",
+                    fontsize=8)
+    lines, labels = ax.get_legend_handles_labels()
+    lines2, labels2 = ax2.get_legend_handles_labels()
+    ax.legend(lines + lines2, labels + labels2, loc="lower left", bbox_to_anchor=(0.0, 0.12), fontsize=8)
+    ax.set_title("Self-healing: drift detected, LoRA retrained on feedback, gated, hot-reloaded")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

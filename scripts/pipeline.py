@@ -30,7 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", type=Path, default=None, help="also write the stage results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run = Run.open(Settings.from_env(), args.run_id, reason=args.reason, rule=args.rule)
+    settings = Settings.from_env()
+    if settings.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    run = Run.open(settings, args.run_id, reason=args.reason, rule=args.rule)
     print(f"pipeline run {run.run_dir.name}: {args.reason or 'manual'}")
     results = run_stages(run, args.stage)
     if args.summary:

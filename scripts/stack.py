@@ -19,25 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import requests  # noqa: E402
-
 from app.config import REPO_ROOT, Settings  # noqa: E402
+from app.launch import start_service  # noqa: E402
 
 log = logging.getLogger("stack")
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the service exited with {proc.returncode}; see its output above")
-        try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the service at {url} was not ready after {timeout:.0f}s")
 
 
 def up(args: argparse.Namespace) -> int:
@@ -61,10 +46,7 @@ def up(args: argparse.Namespace) -> int:
     env.update({"PORT": str(args.port), "VQA_SERVICE_URL": service_url})
     children: list[subprocess.Popen] = []
     try:
-        service = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"],
-                                   cwd=REPO_ROOT, env=env)
-        children.append(service)
-        wait_ready(service_url, service)
+        children.append(start_service(env, args.port, host="0.0.0.0", timeout=180))
         if not args.no_watchdog:
             children.append(subprocess.Popen([sys.executable, "-m", "watchdog", "--trigger", args.trigger],
                                              cwd=REPO_ROOT, env=env))

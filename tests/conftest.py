@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from app.config import REPO_ROOT, Settings
 from app.data import CSV_NAME, export_easy_vqa
+from app.launch import start_service
 
 pytest_plugins = ["tests.fixtures_es"]
 
@@ -37,12 +32,6 @@ class NullShipper:
 
     def close(self, timeout: float = 10.0) -> None:
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -94,33 +83,9 @@ def client(app):
     return app.test_client()
 
 
-def start_gunicorn(env_overrides: dict[str, str], port: int, log_path: Path, threads: int = 4) -> subprocess.Popen:
+def start_gunicorn(env_overrides: dict[str, str], port: int, log_path: Path, threads: int = 4):
     """A real gunicorn serving `app:create_app()` on a loopback port, ready when /readyz is 200."""
-    env = {**os.environ, **env_overrides, "PORT": str(port)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(REPO_ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
-         "--threads", str(threads), "app:create_app()"],
-        cwd=REPO_ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited: {log_path.read_text()[-2000:]}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    proc.terminate()
-    raise RuntimeError(f"gunicorn not ready in 90s: {log_path.read_text()[-2000:]}")
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment variables that reproduce `settings` in a child process."""
-    import dataclasses
-
-    return {f.metadata["env"]: str(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+    return start_service(env_overrides, port, log_path=log_path, extra_args=["--threads", str(threads)], timeout=90)
 
 
 @pytest.fixture(scope="session")

@@ -34,5 +34,5 @@ def test_readme_configuration_table_matches_the_settings():
     readme = (REPO_ROOT / "README.md").read_text()
     start, end = "<!-- config-table:start -->", "<!-- config-table:end -->"
     table = readme[readme.index(start) + len(start):readme.index(end)].strip()
-    hint = "regenerate with: python -c 'from app.config import markdown_table; print(markdown_table())'"
+    hint = "regenerate with: python scripts/readme_config_table.py"
     assert table == markdown_table(), hint

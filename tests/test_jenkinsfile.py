@@ -80,10 +80,10 @@ def test_six_stages_in_pipeline_order_with_the_pipeline_titles():
 
 
 def test_each_stage_calls_the_pipeline_entry_point_with_its_own_stage_name():
-    """Each stage runs `python -m scripts.pipeline --stage <its name>` exactly once, and no other stage."""
+    """Each stage runs `.venv/bin/python -m scripts.pipeline --stage <its name>` exactly once, and no other."""
     names = dict((title, name) for name, title in pipeline_stages())
     for title, body in stages():
-        calls = re.findall(r"sh\s+'python -m scripts\.pipeline --stage ([\w-]+)[^']*'", body)
+        calls = re.findall(r"sh\s+'\.venv/bin/python -m scripts\.pipeline --stage ([\w-]+)[^']*'", body)
         assert calls == [names[title]], f"stage {title!r} calls {calls}"
 
 

@@ -10,15 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from app.launch import free_port
 from app.serving import promote_adapter
-from tests.conftest import free_port, settings_env, start_gunicorn
+from tests.conftest import start_gunicorn
 
 
 @pytest.fixture
 def server(settings, tmp_path):
     """gunicorn serving the small model, with the adapters folder watched every 0.2 s."""
     port = free_port()
-    env = {**settings_env(settings), "VQA_ADMIN_TOKEN": "s3cret-token"}
+    env = {**settings.to_env(), "VQA_ADMIN_TOKEN": "s3cret-token"}
     proc = start_gunicorn(env, port, tmp_path / "gunicorn.log")
     yield f"http://127.0.0.1:{port}", tmp_path / "gunicorn.log"
     proc.terminate()

@@ -44,9 +44,9 @@ def test_build_script_trains_a_loadable_model_in_a_few_steps(tmp_path, dataset_d
 
 
 def test_committed_small_model_meets_its_recorded_accuracy(small_model_dir):
-    """The committed model's metadata records >= 90% test accuracy from a full test-split evaluation."""
+    """The committed model's metadata records >= 90% exact-match accuracy on held-out test questions."""
     info = json.loads((small_model_dir / MODEL_INFO_FILE).read_text())
-    assert info["test"]["count"] >= 9000
+    assert info["test"]["count"] >= 2000
     assert info["test"]["accuracy"] >= 0.9
 
 
