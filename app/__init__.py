@@ -29,6 +29,7 @@ def configure_event_logging() -> None:
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one INFO line per HTTP call
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -135,7 +135,8 @@ def pretrain_vision(model, encoded, frame: pd.DataFrame, *, steps: int, batch_si
 def build_small_model(csv_path: Path, images_root: Path, out_dir: Path, *, epochs: float = 20.0,
                       max_steps: int | None = None, batch_size: int = 96, lr: float = 3e-4, seed: int = 0,
                       spec: SmallModelSpec | None = None, eval_limit: int | None = None,
-                      vision_pretrain_steps: int = 800) -> dict:
+                      vision_pretrain_steps: int = 1500, vision_pretrain_lr: float = 5e-4,
+                      freeze_vision: bool = True) -> dict:
     """Build, train, evaluate and save the small model; returns its metadata."""
     spec = spec or SmallModelSpec()
     frame = dataset.load_rows(csv_path)
@@ -146,10 +147,15 @@ def build_small_model(csv_path: Path, images_root: Path, out_dir: Path, *, epoch
     texts = frame["question"].tolist() + frame["answer"].tolist()
     model, processor = build_untrained(texts, spec, seed=seed)
     encoded = encode_rows(train, images_root, processor, model.config.text_config.bos_token_id)
-    pretrain = pretrain_vision(model, encoded, train, steps=vision_pretrain_steps, seed=seed) \
-        if vision_pretrain_steps else None
+    pretrain = pretrain_vision(model, encoded, train, steps=vision_pretrain_steps, lr=vision_pretrain_lr,
+                               seed=seed) if vision_pretrain_steps else None
+    if freeze_vision:
+        # Fine-tuning the ViT on VQA washes its shape features out again (colours alone explain most
+        # of the VQA loss); keeping it frozen, as BLIP-2 does, leaves them for the text side to read.
+        model.vision_model.requires_grad_(False)
     stats = fit(model, encoded, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, seed=seed,
                 desc="train small BLIP")
+    model.vision_model.requires_grad_(True)
     vqa = VQAModel(model, processor, reference=None, model_version="unsaved", adapter_version="none")
     vqa.reference = fit_reference(vqa, encoded.pixel_values)
     metrics = evaluate_frame(vqa, test, images_root)
@@ -165,7 +171,8 @@ def build_small_model(csv_path: Path, images_root: Path, out_dir: Path, *, epoch
         "version": f"blip-vqa-small-{hashlib.sha256(weights).hexdigest()[:8]}",
         "spec": asdict(spec), "train": {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
                                          "lr": lr, "seed": seed, "data_hash": dataset.frame_hash(train),
-                                         "vision_pretrain": pretrain, **stats},
+                                         "vision_pretrain": pretrain, "vision_frozen_in_vqa": freeze_vision,
+                                         **stats},
         "test": metrics, "parameters": sum(p.numel() for p in model.parameters()),
     }
     (out_dir / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2))

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--patch-size", type=int, default=SmallModelSpec.patch_size, help="vision patch size (px)")
     parser.add_argument("--vision-layers", type=int, default=SmallModelSpec.vision_layers)
-    parser.add_argument("--vision-pretrain-steps", type=int, default=800,
+    parser.add_argument("--vision-pretrain-steps", type=int, default=1500,
                         help="steps of vision-encoder pretraining on image-level answer labels (0 = none)")
     parser.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test questions only")
     parser.add_argument("--threads", type=int, default=settings.torch_threads,

@@ -75,6 +75,10 @@ def _line_chart(vis_id: str, title: str, metric: dict[str, Any], query: str, cha
             "grid": {"categoryLines": False}, "times": [], "thresholdLine": {"show": False},
         },
     }
+    return _visualization(vis_id, title, query, vis_state)
+
+
+def _visualization(vis_id: str, title: str, query: str, vis_state: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "visualization", "id": vis_id, "coreMigrationVersion": CORE_MIGRATION_VERSION,
         "typeMigrationVersion": "8.5.0",
@@ -96,14 +100,7 @@ def _metric(vis_id: str, title: str, query: str) -> dict[str, Any]:
                               "style": {"bgFill": "#000", "bgColor": False, "labelColor": False, "subText": "",
                                         "fontSize": 60}}},
     }
-    return {
-        "type": "visualization", "id": vis_id, "coreMigrationVersion": CORE_MIGRATION_VERSION,
-        "typeMigrationVersion": "8.5.0",
-        "attributes": {"title": title, "description": "", "uiStateJSON": "{}", "version": 1,
-                       "visState": json.dumps(vis_state, sort_keys=True),
-                       "kibanaSavedObjectMeta": _search_source(query)},
-        "references": _index_reference(),
-    }
+    return _visualization(vis_id, title, query, vis_state)
 
 
 def _kql(field: str, value: str) -> str:

@@ -54,7 +54,7 @@ def up(args: argparse.Namespace) -> int:
 VQA stack is up
   service        {service_url}   (try: curl -s -X POST {service_url}/predict -H 'Content-Type: application/json' \\
                    -d '{{"image_path": "test/0.png", "question": "what color is the shape?"}}')
-  elasticsearch  {es_url}   (recent events: .venv/bin/python scripts/logs.py --since 10m)
+  elasticsearch  {es_url}   (recent events: ES_URL={es_url} .venv/bin/python scripts/logs.py --since 10m)
   watchdog       {'off' if args.no_watchdog else f'trigger={args.trigger}, state in {settings.watchdog_state_file}'}
 Ctrl-C stops everything.
 """, flush=True)

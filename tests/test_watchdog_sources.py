@@ -115,3 +115,13 @@ def test_elasticsearch_down_is_a_source_error():
         source.window_stats(datetime.now(UTC))
     with pytest.raises(SourceError, match="could not store"):
         source.record_decision(Decision(TRIGGER, ("low_quality",), "r", WindowStats(1, 0.1, 0.1)))
+
+
+def test_first_decision_creates_the_index_with_the_project_mappings(es_client, settings):
+    """When the watchdog writes the day's first event, the index still gets the template's explicit mappings."""
+    stats = WindowStats(0, None, None, 0, None, 15.0)
+    ElasticsearchSource(es_client, settings).record_decision(Decision("check", ("min_samples",), "few", stats))
+    mapping = es_client.indices.get_mapping(index=settings.es_index_prefix + "-*")
+    properties = next(iter(mapping.body.values()))["mappings"]["properties"]
+    assert properties[events.QUALITY_SCORE]["type"] == "float"
+    assert properties[events.REQUEST_ID]["type"] == "keyword"

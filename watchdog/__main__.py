@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "DEBUG":
+        logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one INFO line per HTTP call
     try:
         settings = Settings.from_env()
         kind = args.trigger or settings.watchdog_trigger

@@ -13,6 +13,7 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from app import events
 from app.config import Settings
+from app.elastic import install_index_template
 from watchdog import WatchdogError
 from watchdog.policy import Decision, WindowStats
 from watchdog.state import TriggerRef
@@ -33,6 +34,8 @@ class ElasticsearchSource:
         self.pattern = settings.es_index_prefix + events.INDEX_PATTERN_SUFFIX
         self.window = timedelta(minutes=settings.watchdog_window_minutes)
         self.window_minutes = settings.watchdog_window_minutes
+        self.settings = settings
+        self._template_installed = False
 
     def _window(self, now: datetime) -> dict[str, Any]:
         return {"range": {events.TIMESTAMP: {"gt": (now - self.window).isoformat(), "lte": now.isoformat()}}}
@@ -102,6 +105,10 @@ class ElasticsearchSource:
             events.WATCHDOG, **decision.event_fields(), **{events.BUILD_ID: ref.label if ref else None}
         )
         try:
+            if not self._template_installed:
+                # The watchdog may write the day's first event: the index must get the project's mappings.
+                install_index_template(self.client, self.settings)
+                self._template_installed = True
             self.client.index(index=events.index_name(self.prefix, doc), id=events.document_id(doc), document=doc)
         except (ApiError, TransportError) as exc:
             raise SourceError(f"Elasticsearch could not store the watchdog decision: {_first_line(exc)}") from exc
