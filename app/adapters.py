@@ -28,8 +28,8 @@ DEFAULT_TARGETS = ("patch_embedding", "qkv", "projection", "fc1", "fc2", "query"
 
 @dataclass
 class LoraParams:
-    rank: int = 8
-    alpha: int = 16
+    rank: int = 32
+    alpha: int = 64
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     lr: float = 2e-3

@@ -91,9 +91,9 @@ class Settings:
     # --- retraining pipeline -----------------------------------------------------------
     build_number: str = _setting("BUILD_NUMBER", "", "Jenkins' build number: names the pipeline run and the image tag.")
     gate_min_accuracy: float = _setting("VQA_GATE_MIN_ACCURACY", 0.8, "Evaluation gate: lowest accuracy to promote.")
-    retrain_epochs: float = _setting("VQA_RETRAIN_EPOCHS", 8.0, "LoRA epochs in the pipeline's training stage.")
+    retrain_epochs: float = _setting("VQA_RETRAIN_EPOCHS", 10.0, "LoRA epochs in the pipeline's training stage.")
     retrain_replay_rows: int = _setting(
-        "VQA_RETRAIN_REPLAY_ROWS", 2000, "Original training rows mixed into retraining (so nothing is forgotten)."
+        "VQA_RETRAIN_REPLAY_ROWS", 2400, "Original training rows mixed into retraining (so nothing is forgotten)."
     )
     retrain_min_feedback: int = _setting(
         "VQA_RETRAIN_MIN_FEEDBACK", 50, "Labelled feedback rows needed to retrain on production data."

@@ -37,7 +37,7 @@ class Prediction:
 
 
 class DriftReference:
-    """Per-dimension mean and std of the vision encoder's pooled embedding on training images.
+    """Per-dimension mean and std of the vision signal (mean patch embedding and pooled embedding).
 
     drift_score(e) = mean_d |e_d - mean_d| / std_d: about 0.8 for in-distribution images
     (the mean |z| of a normal variable), rising as images move away from the training data.
@@ -86,8 +86,10 @@ class VQAModel:
         self.adapter_version = adapter_version
         self.max_answer_tokens = max_answer_tokens
         self._lock = threading.Lock()
-        self._pooled: torch.Tensor | None = None
-        self.blip.vision_model.register_forward_hook(self._capture_pooled)
+        self._patches: torch.Tensor | None = None
+        self._signal: torch.Tensor | None = None
+        self.blip.vision_model.embeddings.register_forward_hook(self._capture_patches)
+        self.blip.vision_model.register_forward_hook(self._capture_signal)
 
     # --- loading ----------------------------------------------------------------------
     @classmethod
@@ -125,8 +127,13 @@ class VQAModel:
         """The underlying BlipForQuestionAnswering (LoRA layers, if any, are inside it)."""
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
-    def _capture_pooled(self, _module, _inputs, output) -> None:
-        self._pooled = output.pooler_output.detach()
+    def _capture_patches(self, _module, _inputs, output) -> None:
+        self._patches = output[:, 1:].mean(dim=1).detach()
+
+    def _capture_signal(self, _module, _inputs, output) -> None:
+        # The drift signal: what the pixels look like to the model (mean patch embedding, sensitive to
+        # colour and texture shifts) next to what it makes of them (the pooled [CLS] embedding).
+        self._signal = torch.cat([self._patches, output.pooler_output.detach()], dim=-1)
 
     # --- inference --------------------------------------------------------------------
     def preprocess(self, images: list[Image.Image], questions: list[str]) -> dict[str, torch.Tensor]:
@@ -140,8 +147,7 @@ class VQAModel:
                 attention_mask=batch["attention_mask"], max_new_tokens=self.max_answer_tokens,
                 do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
             )
-        pooled = self._pooled
-        return out, pooled
+        return out, self._signal
 
     def postprocess(self, out, pooled: torch.Tensor | None) -> list[Prediction]:
         tokenizer = self.processor.tokenizer
@@ -179,6 +185,7 @@ class VQAModel:
             return self.postprocess(out, pooled)
 
     def embed(self, pixel_values: torch.Tensor) -> np.ndarray:
-        """Pooled vision embeddings (the drift signal) for preprocessed images."""
+        """The drift signal (mean patch embedding + pooled embedding) of preprocessed images."""
         with torch.inference_mode(), self._lock:
-            return self.blip.vision_model(pixel_values=pixel_values).pooler_output.float().numpy()
+            self.blip.vision_model(pixel_values=pixel_values)
+            return self._signal.float().numpy()

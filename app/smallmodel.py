@@ -132,6 +132,22 @@ def pretrain_vision(model, encoded, frame: pd.DataFrame, *, steps: int, batch_si
     return {"steps": steps, "labels": answers, "final_loss": float(np.mean(losses[-50:]))}
 
 
+def refit_reference(model_dir: Path, csv_path: Path, images_root: Path) -> DriftReference:
+    """Recompute and save a model's drift reference from its training images (no retraining)."""
+    vqa = VQAModel.load(model_dir)
+    frame = dataset.load_rows(csv_path, split="train")
+    paths = list(dict.fromkeys(frame["image_path"]))
+    from app.images import open_dataset_image
+
+    pixels = torch.cat([vqa.processor.image_processor(images=[open_dataset_image(images_root, p)
+                                                               for p in paths[i:i + 256]],
+                                                       return_tensors="pt")["pixel_values"]
+                        for i in range(0, len(paths), 256)])
+    reference = fit_reference(vqa, pixels)
+    reference.save(Path(model_dir))
+    return reference
+
+
 def build_small_model(csv_path: Path, images_root: Path, out_dir: Path, *, epochs: float = 20.0,
                       max_steps: int | None = None, batch_size: int = 96, lr: float = 3e-4, seed: int = 0,
                       spec: SmallModelSpec | None = None, eval_limit: int | None = None,

@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=5055)
     parser.add_argument("--es-url", default="", help="also measure with event shipping to this Elasticsearch")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads in both phases")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="alternate the HTTP phases this many times (evens out drift in machine load)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import torch
@@ -80,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     bench_model(settings, warm)
     results = {"n": args.n, "model": percentiles(bench_model(settings, rows))}
     env = {"ES_URL": "", "VQA_TORCH_THREADS": str(args.threads)}
-    bench_http(warm, env, args.port)
-    results["http_shipping_off"] = percentiles(bench_http(rows, env, args.port))
+    phases = {"http_shipping_off": env}
     if args.es_url:
-        results["http_shipping_on"] = percentiles(bench_http(rows, {**env, "ES_URL": args.es_url}, args.port))
+        phases["http_shipping_on"] = {**env, "ES_URL": args.es_url}
+    samples: dict[str, list[float]] = {name: [] for name in phases}
+    for _ in range(args.repeat):
+        for name, phase_env in phases.items():
+            samples[name] += bench_http(rows, phase_env, args.port)
+    for name, times in samples.items():
+        results[name] = percentiles(times)
     model_p50 = results["model"]["p50_ms"]
     for key in [k for k in results if k.startswith("http")]:
         results[key]["overhead_ratio_p50"] = round(results[key]["p50_ms"] / model_p50, 3)

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.config import Settings  # noqa: E402
 from app.data import CSV_NAME  # noqa: E402
-from app.smallmodel import SmallModelSpec, build_small_model  # noqa: E402
+from app.smallmodel import SmallModelSpec, build_small_model, refit_reference  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,12 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=settings.torch_threads,
                         help="PyTorch CPU threads (default VQA_TORCH_THREADS; 0 = PyTorch's choice). "
                              "1 is fastest on a busy 2-core machine")
+    parser.add_argument("--refit-reference", action="store_true",
+                        help="only recompute --out's drift reference from the train images (no training)")
     args = parser.parse_args(argv)
     if args.threads > 0:
         import torch
 
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.refit_reference:
+        reference = refit_reference(args.out, args.csv, args.images_root)
+        print(json.dumps({"out": str(args.out), "reference_images": reference.count}))
+        return 0
     info = build_small_model(args.csv, args.images_root, args.out, epochs=args.epochs, max_steps=args.max_steps,
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, eval_limit=args.eval_limit,
                               spec=SmallModelSpec(patch_size=args.patch_size, vision_layers=args.vision_layers),

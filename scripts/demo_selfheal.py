@@ -35,14 +35,14 @@ log = logging.getLogger("demo")
 
 @dataclass
 class StoryConfig:
-    clean_requests: int = 120
-    drift_requests: int = 400
-    after_requests: int = 200
+    clean_requests: int = 200
+    drift_requests: int = 1500
+    after_requests: int = 400
     feedback_share: float = 1.0
     drift: str = "invert"
     min_samples: int = 60
-    retrain_epochs: float = 8.0
-    replay_rows: int = 600
+    retrain_epochs: float = 10.0
+    replay_rows: int = 2400
     seed: int = 0
 
 

@@ -5,7 +5,8 @@ by the optional `split` column. Saves a versioned adapter (adapter_config.json, 
 vqa_adapter.json metadata, drift reference) under --adapters-dir and prints its path.
 
 For the large model (Salesforce/blip-vqa-capfilt-large) the same command works; use
---rank 16 --alpha 32 --target-modules qkv query value --lr 1e-4 --batch-size 8, on a GPU.
+--rank 16 --alpha 32 --target-modules qkv query value --lr 1e-4 --batch-size 8, on a GPU
+(the small model's defaults, rank 32 with the patch embedding targeted, are tuned to heal colour inversion).
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def test_committed_small_model_meets_its_recorded_accuracy(small_model_dir):
 def test_lora_training_saves_a_versioned_adapter_with_metadata(tiny_adapter, small_model_dir):
     """train_adapter writes adapter_config.json, weights, metadata and a drift reference."""
     cfg = json.loads((tiny_adapter / "adapter_config.json").read_text())
-    assert cfg["r"] == 8 and "qkv" in cfg["target_modules"]
+    assert cfg["r"] == 32 and "qkv" in cfg["target_modules"] and "patch_embedding" in cfg["target_modules"]
     info = json.loads((tiny_adapter / ADAPTER_INFO_FILE).read_text())
     assert info["version"] == tiny_adapter.name and info["rows"] == 64 and info["data_hash"]
     assert info["base_model"]["version"].startswith("blip-vqa-small")
