@@ -91,6 +91,9 @@ class Settings:
     # --- retraining pipeline -----------------------------------------------------------
     build_number: str = _setting("BUILD_NUMBER", "", "Jenkins' build number: names the pipeline run and the image tag.")
     gate_min_accuracy: float = _setting("VQA_GATE_MIN_ACCURACY", 0.8, "Evaluation gate: lowest accuracy to promote.")
+    gate_tolerance: float = _setting(
+        "VQA_GATE_TOLERANCE", 0.0, "How much lower than the deployed model's accuracy a new adapter may score."
+    )
     retrain_epochs: float = _setting("VQA_RETRAIN_EPOCHS", 10.0, "LoRA epochs in the pipeline's training stage.")
     retrain_replay_rows: int = _setting(
         "VQA_RETRAIN_REPLAY_ROWS", 2400, "Original training rows mixed into retraining (so nothing is forgotten)."

@@ -167,7 +167,8 @@ def stage_evaluate(run: Run) -> str:
     adapter = Path(run.state["adapter"])
     frame = load_rows(Path(run.state["eval_csv"]))
     report = champion_challenger(Path(s.model_dir), adapter, frame, Path(s.images_root),
-                                 deployed=current_adapter_dir(s), min_accuracy=s.gate_min_accuracy)
+                                 deployed=current_adapter_dir(s), min_accuracy=s.gate_min_accuracy,
+                                 tolerance=s.gate_tolerance)
     (run.run_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
     record_metrics(adapter, "evaluation", {"accuracy": report["challenger"]["accuracy"], "passed": report["passed"]})
     run.state["evaluation"] = {"passed": report["passed"], "accuracy": report["challenger"]["accuracy"],

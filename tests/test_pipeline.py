@@ -16,8 +16,12 @@ from app.serving import current_adapter_dir
 
 @pytest.fixture
 def pipeline_settings(settings):
-    """Settings for a fast run: few replayed rows, a short LoRA run, no Elasticsearch, nothing to serve."""
-    return replace(settings, retrain_replay_rows=48, retrain_epochs=0.5, gate_min_accuracy=0.0,
+    """Settings for a fast run: few replayed rows, a short LoRA run, no Elasticsearch, nothing to serve.
+
+    A half-epoch adapter may score below the 98% base model, so the champion comparison is relaxed
+    here (gate_tolerance); test_training.py checks that a worse adapter is refused by default.
+    """
+    return replace(settings, retrain_replay_rows=48, retrain_epochs=0.5, gate_min_accuracy=0.0, gate_tolerance=1.0,
                    service_url="http://127.0.0.1:9", data_dir=str(REPO_ROOT / "data"))
 
 

@@ -12,8 +12,8 @@ from scripts.demo_selfheal import StoryConfig, run_story
 @pytest.mark.slow
 def test_inverted_traffic_triggers_one_retraining_and_the_service_heals(es_node, tmp_path):
     """Inversion fires a named rule, one local pipeline retrains on the drifted feedback, the gate
-    passes, the service hot-reloads, drifted accuracy returns to within 5 points of clean, and no
-    rule fires afterwards."""
+    passes, the service hot-reloads, drifted accuracy comes back to within 5 points of the healed
+    service's clean accuracy (which itself stays within 5 points of before), and no rule fires afterwards."""
     lines: list[str] = []
     result = run_story(es_node.url, tmp_path, StoryConfig(), echo=lines.append)
     story = "\n".join(lines)
@@ -33,9 +33,11 @@ def test_inverted_traffic_triggers_one_retraining_and_the_service_heals(es_node,
     clean = result.phases["clean"]["accuracy"]
     drifted_before = result.phases["drifted"]["accuracy"]
     healed = result.phases["healed-drifted"]["accuracy"]
-    assert drifted_before < clean - 0.05, story
-    assert healed >= clean - 0.05, story
-    assert result.phases["healed-clean"]["accuracy"] >= clean - 0.05, story
+    healed_clean = result.phases["healed-clean"]["accuracy"]
+    assert drifted_before < clean - 0.2, story  # the drift really hurt
+    assert healed >= drifted_before + 0.2, story  # and retraining really repaired it
+    assert healed >= healed_clean - 0.05, story  # drifted within 5 points of clean, on the healed model
+    assert healed_clean >= clean - 0.05, story  # and clean images were not forgotten
     new_adapter = run_state["adapter"].rsplit("/", 1)[-1]
     assert result.phases["healed-drifted"]["adapter_versions"] == [new_adapter], story
     assert result.decisions[-1]["decision"] == "check" and result.decisions[-1]["rule"] == "none", story
