@@ -30,7 +30,8 @@ def test_build_script_trains_a_loadable_model_in_a_few_steps(tmp_path, dataset_d
     """scripts/build_base_model.py runs real steps and saves what from_pretrained loads."""
     out = tmp_path / "model"
     result = subprocess.run(
-        [PY, "scripts/build_base_model.py", "--out", str(out), "--max-steps", "3", "--eval-limit", "20",
+        [PY, "scripts/build_base_model.py", "--out", str(out), "--max-steps", "3", "--vision-pretrain-steps", "3",
+         "--eval-limit", "20",
          "--csv", str(dataset_dir / "VQA_Dataset.csv"), "--images-root", str(images_root), "--threads", "1"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
     )
@@ -41,6 +42,8 @@ def test_build_script_trains_a_loadable_model_in_a_few_steps(tmp_path, dataset_d
         assert (out / name).is_file(), name
     vqa = VQAModel.load(out)
     assert vqa.model_version == summary["version"]
+    info = json.loads((out / MODEL_INFO_FILE).read_text())
+    assert info["train"]["vision_pretrain"]["steps"] == 3 and info["train"]["steps"] == 3
 
 
 def test_committed_small_model_meets_its_recorded_accuracy(small_model_dir):
