@@ -168,8 +168,10 @@ def wait_ready(container: str, url: str) -> dict:
             if reply.status_code == 200:
                 return reply.json()
             last = f"{reply.status_code} {reply.text[:300]}"
-        except requests.ConnectionError as exc:
-            last = str(exc)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            # gunicorn binds the port before its worker has imported the app, and docker-proxy
+            # accepts before the container listens: a refused or a slow answer both mean "not yet".
+            last = f"{type(exc).__name__}: {exc}"
         time.sleep(1)
     logs = docker("logs", "--tail", "60", container, check=False)
     pytest.fail(f"app container not ready ({last}); log:\n{logs.stdout}{logs.stderr}")
