@@ -4,7 +4,7 @@ Starts what it needs (a local Elasticsearch unless ES_URL is set, the service on
 the watchdog with the local trigger), tells the story step by step, and draws quality_score
 and drift_score over time with the trigger and the redeploy marked (docs/self-healing.png).
   python scripts/demo_selfheal.py
-The end-to-end test runs the same `run_story` with smaller numbers.
+The end-to-end test (tests/test_selfheal_e2e.py) runs the same `run_story` with the same numbers.
 """
 
 from __future__ import annotations
