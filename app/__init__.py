@@ -1,70 +1,23 @@
-"""The VQA service package: `create_app()` builds the Flask app.
+"""The VQA service package; `create_app()` builds the Flask app (gunicorn runs `app:create_app()`).
 
-Nothing heavy happens at import: the model loads in the background once the app is built,
-and `/readyz` says when it is ready.
+Importing `app` or its library modules (config, events, model, learning) loads no web framework:
+Flask comes in with `app.serving`, which this function imports when it is called.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-from werkzeug.exceptions import HTTPException
+if TYPE_CHECKING:
+    from flask import Flask
 
-from app import events
-from app.config import Settings
+    from app.config import Settings
 
 __all__ = ["create_app"]
 
 
-def configure_event_logging() -> None:
-    """LOG_EVENT lines go to stdout as bare lines (Filebeat and `docker logs` read them)."""
-    logger = logging.getLogger(events.LOGGER_NAME)
-    if not any(getattr(h, "_vqa_events", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._vqa_events = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one INFO line per HTTP call
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def create_app(settings: Settings | None = None, *, shipper: Any = None, load_model: bool = True) -> Flask:
-    """Build the app from `settings` (default: the environment).
+    """Build the app from `settings` (default: the environment); see `app.serving.factory.create_app`."""
+    from app.serving.factory import create_app as build
 
-    `shipper` replaces the Elasticsearch shipper (anything with submit/health/stats/close);
-    `load_model=False` leaves the model unloaded (the app answers 503 until it is).
-    """
-    from app import routes
-    from app.metrics import Metrics
-    from app.serving import Service
-
-    settings = settings or Settings.from_env()
-    configure_event_logging()
-    if settings.torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
-    if shipper is None:
-        from app.shipper import EventShipper
-
-        shipper = EventShipper(settings)
-        shipper.start()
-
-    app = Flask(__name__)
-    app.config.from_mapping(MAX_CONTENT_LENGTH=settings.max_content_length, JSON_SORT_KEYS=False)
-    service = Service(settings, shipper, Metrics(shipper.stats))
-    app.extensions["vqa"] = service
-    app.register_blueprint(routes.bp)
-    app.register_error_handler(HTTPException, routes.handle_http_error)
-    app.register_error_handler(Exception, routes.handle_unexpected)
-    logging.getLogger(__name__).info("settings: %s", settings.redacted())
-    if load_model:
-        service.models.start()
-    return app
+    return build(settings, shipper=shipper, load_model=load_model)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MAX_IMAGE_PIXELS = 25_000_000  # also the limit for dataset images in training and evaluation
 
 
 class ConfigError(ValueError):
@@ -58,7 +59,8 @@ class Settings:
         "VQA_MAX_CONTENT_LENGTH", 10 * 1024 * 1024, "Largest accepted request body in bytes (413 above)."
     )
     max_image_pixels: int = _setting(
-        "VQA_MAX_IMAGE_PIXELS", 25_000_000, "Largest accepted image, width x height (decompression-bomb guard)."
+        "VQA_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS,
+        "Largest accepted image, width x height (decompression-bomb guard)."
     )
     reload_poll_seconds: float = _setting(
         "VQA_RELOAD_POLL_SECONDS", 2.0,
@@ -132,7 +134,9 @@ class Settings:
         "WATCHDOG_STATE_FILE", str(REPO_ROOT / "data" / "watchdog_state.json"),
         "Where the watchdog keeps its last trigger and build across restarts.",
     )
-    watchdog_trigger: str = _setting("WATCHDOG_TRIGGER", "jenkins", "`jenkins` or `local` (run scripts/pipeline.py).")
+    watchdog_trigger: str = _setting(
+        "WATCHDOG_TRIGGER", "jenkins", "`jenkins` or `local` (runs `python -m scripts.pipeline`)."
+    )
     service_url: str = _setting(
         "VQA_SERVICE_URL", "http://127.0.0.1:5000", "The service the local pipeline hot-reloads after promotion."
     )
@@ -195,3 +199,14 @@ def markdown_table() -> str:
         shown = f"`{default}`" if default != "" else "(empty)"
         rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['doc']} |")
     return "\n".join(rows)
+
+
+README_TABLE_MARKERS = ("<!-- config-table:start -->", "<!-- config-table:end -->")
+
+
+def with_config_table(readme_text: str) -> str:
+    """`readme_text` with the text between the config-table markers replaced by `markdown_table()`."""
+    start, end = README_TABLE_MARKERS
+    head, rest = readme_text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{markdown_table()}\n{end}{tail}"

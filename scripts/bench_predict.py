@@ -2,8 +2,8 @@
 
 Starts its own gunicorn on a loopback port (twice with --es-url: shipping off, then on),
 sends the same N requests one at a time, and prints p50/p95 of each and the overhead ratio.
-  python scripts/bench_predict.py --n 200
-  python scripts/bench_predict.py --n 200 --es-url http://127.0.0.1:9200
+  python -m scripts.bench_predict --n 200
+  python -m scripts.bench_predict --n 200 --es-url http://127.0.0.1:9200
 """
 
 from __future__ import annotations
@@ -12,20 +12,18 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import requests
 
-import requests  # noqa: E402
-
-from app.config import Settings  # noqa: E402
-from app.data import CSV_NAME, load_rows  # noqa: E402
-from app.images import load_image_file  # noqa: E402
-from app.launch import start_service, stop_service  # noqa: E402
-from app.model import VQAModel  # noqa: E402
+from app.config import Settings
+from app.learning.data import CSV_NAME, load_rows
+from app.logsetup import configure_logging
+from app.model.vqa import VQAModel
+from app.serving.images import load_image_file
+from app.serving.launch import start_service, stop_service
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -73,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2,
                         help="alternate the HTTP phases this many times (evens out drift in machine load)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging(logging.WARNING)
     import torch
 
     torch.set_num_threads(args.threads)

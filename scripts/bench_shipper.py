@@ -1,6 +1,6 @@
 """Measure what `EventShipper.submit()` costs the request path, in microseconds per call.
 
-    python scripts/bench_shipper.py [--events 20000] [--es-url URL | --start-node]
+    python -m scripts.bench_shipper [--events 20000] [--es-url URL | --start-node]
 
 Cases: the in-memory queue (delivery thread shipping to a real node when one is given), the disk
 spool (queue full), and a disabled shipper as the floor.
@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app import events
 from app.config import Settings
-from app.shipper import EventShipper
+from app.events import schema as events
+from app.events.shipper import EventShipper
 
 
 def measure(shipper: EventShipper, n: int) -> dict[str, float]:
@@ -62,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     node = None
     es_url = args.es_url
     if args.start_node and not es_url:
-        from scripts.esnode.launcher import ElasticsearchNode
+        from infra.elasticsearch.launcher import ElasticsearchNode
 
         node = ElasticsearchNode(tempfile.mkdtemp(prefix="bench-es-"), port=0).start()
         es_url = node.url

@@ -9,14 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.config import Settings  # noqa: E402
-from app.data import CSV_NAME  # noqa: E402
-from app.smallmodel import SmallModelSpec, build_small_model, refit_reference  # noqa: E402
+from app.config import Settings
+from app.learning.data import CSV_NAME
+from app.learning.smallmodel import SmallModelSpec, build_small_model, refit_reference
+from app.logsetup import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     if args.refit_reference:
         reference = refit_reference(args.out, args.csv, args.images_root)
         print(json.dumps({"out": str(args.out), "reference_images": reference.count}))

@@ -11,11 +11,10 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.config import Settings  # noqa: E402
-from app.hub import HubUnavailableError, download_snapshot  # noqa: E402
-from app.serving import promote_adapter  # noqa: E402
+from app.config import Settings
+from app.logsetup import configure_logging
+from app.model.hub import HubUnavailableError, download_snapshot
+from app.model.registry import promote_adapter
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapters-dir", type=Path, default=Path(settings.adapters_dir))
     parser.add_argument("--promote", action="store_true", help="serve it: point CURRENT at it")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     out = args.adapters_dir / args.repo_id.replace("/", "--")
     try:
         path = download_snapshot(args.repo_id, out, revision=args.revision)

@@ -11,10 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.config import Settings  # noqa: E402
-from app.hub import LARGE_MODEL, HubUnavailableError, download_snapshot  # noqa: E402
+from app.config import Settings
+from app.logsetup import configure_logging
+from app.model.hub import LARGE_MODEL, HubUnavailableError, download_snapshot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="target directory (default: VQA_DATA_DIR/models/<repo name>)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     out = args.out or Path(settings.data_dir) / "models" / args.repo_id.split("/")[-1]
     try:
         path = download_snapshot(args.repo_id, out, revision=args.revision)

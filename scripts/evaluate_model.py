@@ -13,14 +13,13 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.adapters import record_metrics  # noqa: E402
-from app.config import Settings  # noqa: E402
-from app.data import CSV_NAME, DatasetError, load_rows  # noqa: E402
-from app.evaluation import champion_challenger  # noqa: E402
-from app.model import ModelLoadError  # noqa: E402
-from app.serving import current_adapter_dir, promote_adapter  # noqa: E402
+from app.config import Settings
+from app.learning.data import CSV_NAME, DatasetError, load_rows
+from app.learning.gate import champion_challenger
+from app.learning.lora import record_metrics
+from app.logsetup import configure_logging
+from app.model.registry import current_adapter_dir, promote_adapter
+from app.model.vqa import ModelLoadError
 
 
 def run(args: argparse.Namespace, settings: Settings) -> dict:
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=Path(settings.data_dir) / "reports" / "evaluation.json")
     parser.add_argument("--promote", action="store_true", help="on pass, point CURRENT at the challenger")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     try:
         report = run(args, settings)
     except (DatasetError, ModelLoadError, OSError) as exc:

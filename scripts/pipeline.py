@@ -10,15 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.config import Settings  # noqa: E402
-from app.pipeline import FAILED, STAGE_NAMES, Run, run_stages  # noqa: E402
-
-STAGES = STAGE_NAMES
+from app.config import Settings
+from app.learning.pipeline import FAILED, STAGE_NAMES, Run, run_stages
+from app.logsetup import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,12 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rule", default="", help="the watchdog rule that fired")
     parser.add_argument("--summary", type=Path, default=None, help="also write the stage results here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     settings = Settings.from_env()
-    if settings.torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
     run = Run.open(settings, args.run_id, reason=args.reason, rule=args.rule)
     print(f"pipeline run {run.run_dir.name}: {args.reason or 'manual'}")
     results = run_stages(run, args.stage)

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.config import Settings  # noqa: E402
-from app.data import export_easy_vqa  # noqa: E402
+from app.config import Settings
+from app.learning.data import export_easy_vqa
+from app.logsetup import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-root", type=Path, default=Path(settings.images_root),
                         help="where the images go (default: VQA_IMAGES_ROOT)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     csv_path = export_easy_vqa(args.data_dir, args.images_root)
     print(csv_path)
     return 0

@@ -1,6 +1,6 @@
 """Bring the local stack up: Elasticsearch, the VQA service (gunicorn, :5000) and the watchdog.
 
-`python scripts/stack.py up` (what `make up` runs) starts a local single-node Elasticsearch
+`python -m scripts.stack up` (what `make up` runs) starts a local single-node Elasticsearch
 unless ES_URL points at one, then the service and the watchdog with the local trigger, prints
 where everything is, and stops all of it on Ctrl-C.
 """
@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.config import REPO_ROOT, Settings  # noqa: E402
-from app.launch import start_service  # noqa: E402
+from app.config import REPO_ROOT, Settings
+from app.logsetup import configure_logging
+from app.serving.launch import start_service
 
 log = logging.getLogger("stack")
 
@@ -33,7 +32,7 @@ def up(args: argparse.Namespace) -> int:
         es_url = settings.es_url
         log.info("using Elasticsearch at %s (ES_URL)", es_url)
     else:
-        from scripts.esnode.launcher import ElasticsearchNode
+        from infra.elasticsearch.launcher import ElasticsearchNode
 
         node = ElasticsearchNode(Path(settings.data_dir) / "elasticsearch", port=args.es_port)
         node.start()
@@ -54,7 +53,7 @@ def up(args: argparse.Namespace) -> int:
 VQA stack is up
   service        {service_url}   (try: curl -s -X POST {service_url}/predict -H 'Content-Type: application/json' \\
                    -d '{{"image_path": "test/0.png", "question": "what color is the shape?"}}')
-  elasticsearch  {es_url}   (recent events: ES_URL={es_url} .venv/bin/python scripts/logs.py --since 10m)
+  elasticsearch  {es_url}   (recent events: ES_URL={es_url} .venv/bin/python -m scripts.logs --since 10m)
   watchdog       {'off' if args.no_watchdog else f'trigger={args.trigger}, state in {settings.watchdog_state_file}'}
 Ctrl-C stops everything.
 """, flush=True)
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--trigger", choices=["local", "jenkins"], default="local")
     p_up.add_argument("--no-watchdog", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     return up(args)
 
 

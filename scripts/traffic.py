@@ -2,7 +2,7 @@
 
 Example: 300 colour-inverted requests at 20/s, with the true answer posted as feedback for
 half of them (which the watchdog's accuracy rule and the retraining pipeline use):
-  python scripts/traffic.py --count 300 --rate 20 --drift invert --feedback 0.5
+  python -m scripts.traffic --count 300 --rate 20 --drift invert --feedback 0.5
 """
 
 from __future__ import annotations
@@ -10,15 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.config import Settings  # noqa: E402
-from app.data import CSV_NAME, load_rows  # noqa: E402
-from app.drift import DRIFTS  # noqa: E402
-from app.traffic import send_traffic  # noqa: E402
+from app.config import Settings
+from app.learning.data import CSV_NAME, load_rows
+from app.logsetup import configure_logging
+from app.simulation.distortions import DRIFTS
+from app.simulation.traffic import send_traffic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feedback", type=float, default=0.0, help="share of answers to send feedback for")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     rows = load_rows(args.csv, split=args.split or None)
     result = send_traffic(args.url, rows, args.images_root, count=args.count, rate=args.rate, drift=args.drift,
                           feedback_share=args.feedback, seed=args.seed)

@@ -17,11 +17,10 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.adapters import DEFAULT_TARGETS, LoraParams, train_adapter  # noqa: E402
-from app.config import Settings  # noqa: E402
-from app.data import CSV_NAME, DatasetError, load_rows  # noqa: E402
+from app.config import Settings
+from app.learning.data import CSV_NAME, DatasetError, load_rows
+from app.learning.lora import DEFAULT_TARGETS, LoraParams, train_adapter
+from app.logsetup import configure_logging
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
@@ -49,7 +48,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(Settings.from_env()).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     params = LoraParams(rank=args.rank, alpha=args.alpha, dropout=args.dropout, target_modules=args.target_modules,
                         lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
                         seed=args.seed)

@@ -1,14 +1,21 @@
-"""Run-wide fixtures: the small model, a real Elasticsearch node, the app, its client, a gunicorn server."""
+"""Shared fixtures: the small model, the dataset, service settings, the app, a gunicorn server, a Jenkins
+test server and a runner for the command-line scripts. The real Elasticsearch node is in fixtures_es.py.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from app.config import REPO_ROOT, Settings
-from app.data import CSV_NAME, export_easy_vqa
-from app.launch import start_service
+from app.learning.data import CSV_NAME, export_easy_vqa
+from app.serving.launch import free_port, start_service, stop_service
+from tests.jenkins_server import JenkinsTestServer
 
 pytest_plugins = ["tests.fixtures_es"]
 
@@ -57,6 +64,12 @@ def small_model_dir() -> Path:
 
 
 @pytest.fixture
+def null_shipper() -> NullShipper:
+    """A shipper that records events in `.events` instead of sending them to Elasticsearch."""
+    return NullShipper()
+
+
+@pytest.fixture
 def settings(tmp_path: Path, small_model_dir: Path, images_root: Path) -> Settings:
     """Settings for one test: the small model, the dataset images, private adapters and spool dirs."""
     return Settings(
@@ -83,16 +96,49 @@ def client(app):
     return app.test_client()
 
 
-def start_gunicorn(env_overrides: dict[str, str], port: int, log_path: Path, threads: int = 4):
-    """A real gunicorn serving `app:create_app()` on a loopback port, ready when /readyz is 200."""
-    return start_service(env_overrides, port, log_path=log_path, extra_args=["--threads", str(threads)], timeout=90)
+@pytest.fixture
+def gunicorn(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Starts real gunicorn servers of `app:create_app()` on loopback ports: `gunicorn(env) -> base URL`.
+
+    Ready when /readyz is 200; each one's log is `<tmp_path>/gunicorn-<port>.log`; all are stopped after the test.
+    """
+    procs = []
+
+    def start(env: dict[str, str], *, threads: int = 4, extra_args: list[str] | None = None) -> str:
+        port = free_port()
+        procs.append(start_service(env, port, log_path=tmp_path / f"gunicorn-{port}.log",
+                                   extra_args=["--threads", str(threads), *(extra_args or [])], timeout=90))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in procs:
+        stop_service(proc)
+
+
+@pytest.fixture
+def jenkins_server() -> Iterator[JenkinsTestServer]:
+    """A server speaking Jenkins' REST API (tests/jenkins_server.py), job `vqa-retrain`; `.url`, `.user`, `.token`."""
+    with JenkinsTestServer(queue_seconds=0.3, build_seconds=0.5) as server:
+        yield server
+
+
+@pytest.fixture
+def run_script() -> Callable[..., subprocess.CompletedProcess]:
+    """Runs `python -m scripts.NAME ARGS...` from the repo root: `run_script(name, *args, env={...})`."""
+
+    def run(name: str, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", f"scripts.{name}", *args], cwd=REPO_ROOT, capture_output=True,
+                              text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+
+    return run
 
 
 @pytest.fixture(scope="session")
 def tiny_adapter(tmp_path_factory, small_model_dir: Path, images_root: Path, dataset_dir: Path) -> Path:
     """A LoRA adapter trained for a few steps (real PEFT training, built once per run)."""
-    from app.adapters import LoraParams, train_adapter
-    from app.data import load_rows
+    from app.learning.data import load_rows
+    from app.learning.lora import LoraParams, train_adapter
 
     frame = load_rows(dataset_dir / CSV_NAME, split="train", limit=64)
     out = tmp_path_factory.mktemp("adapters")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from elasticsearch import Elasticsearch
 
-from scripts.esnode.launcher import ElasticsearchNode
+from infra.elasticsearch.launcher import ElasticsearchNode
 
 ES_TEST_URL_ENV = "ES_TEST_URL"
 

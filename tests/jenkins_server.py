@@ -86,10 +86,14 @@ class _Job:
     builds: list[_Build] = field(default_factory=list)
 
 
+DEFAULT_USER = "watchdog"
+DEFAULT_TOKEN = "11aa22bb33cc44dd55ee66ff77889900"
+
+
 class JenkinsTestServer:
     """Threaded HTTP server on 127.0.0.1; use as a context manager, read `.url` and `.requests`."""
 
-    def __init__(self, *, user: str = "watchdog", token: str = "11aa22bb33cc44dd55ee66ff77889900",
+    def __init__(self, *, user: str = DEFAULT_USER, token: str = DEFAULT_TOKEN,
                  jobs: Sequence[str] = ("vqa-retrain",), parameters: dict[str, str] | None = None,
                  queue_seconds: float = 0.3, build_seconds: float = 0.5, result: str = "SUCCESS",
                  forbid_build: bool = False, queue_item_ttl: float | None = None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import REPO_ROOT, ConfigError, Settings, markdown_table
+from app.config import README_TABLE_MARKERS, REPO_ROOT, ConfigError, Settings, markdown_table, with_config_table
 
 
 def test_environment_overrides_defaults_with_types():
@@ -32,7 +32,8 @@ def test_secrets_never_appear_in_repr_or_redacted():
 def test_readme_configuration_table_matches_the_settings():
     """The README's configuration table is exactly the generated one (one source of truth)."""
     readme = (REPO_ROOT / "README.md").read_text()
-    start, end = "<!-- config-table:start -->", "<!-- config-table:end -->"
+    start, end = README_TABLE_MARKERS
     table = readme[readme.index(start) + len(start):readme.index(end)].strip()
-    hint = "regenerate with: python scripts/readme_config_table.py"
+    hint = "regenerate with: python -m scripts.readme_config_table"
     assert table == markdown_table(), hint
+    assert with_config_table(readme) == readme, hint

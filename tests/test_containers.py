@@ -21,8 +21,8 @@ import pytest
 import requests
 from PIL import Image, ImageDraw
 
-from app import events
-from app.model import MODEL_INFO_FILE, read_info
+from app.events import schema as events
+from app.model.registry import MODEL_INFO_FILE, read_info
 
 pytestmark = pytest.mark.container
 log = logging.getLogger(__name__)

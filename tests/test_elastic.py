@@ -14,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from app import elastic, events
 from app.config import Settings
+from app.events import elastic
+from app.events import schema as events
 
 
 def _prefix() -> str:

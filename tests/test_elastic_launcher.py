@@ -12,11 +12,11 @@ import urllib.request
 import pytest
 
 from app.config import REPO_ROOT
-from scripts.esnode import launcher
+from infra.elasticsearch import launcher
 
 
 def _cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scripts.esnode.launcher", *args], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "infra.elasticsearch.launcher", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 

@@ -1,4 +1,4 @@
-"""scripts/logs.py against the real node: recent events, filtered by kind and time, newest kept."""
+"""Reading events back (app/events/query.py, scripts/logs.py) on the real node: by time and kind, newest kept."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from elasticsearch import Elasticsearch
 
-from app import elastic, events
 from app.config import Settings
-from scripts import logs
+from app.events import elastic
+from app.events import query as logs
+from app.events import schema as events
 
 
 def _at(minutes_ago: float) -> str:
@@ -62,17 +63,18 @@ def test_bad_arguments_are_precise_errors(es_client, seeded):
         logs.recent_events(es_client, seeded, limit=0)
 
 
-def test_command_line_prints_one_line_per_event(es_url, seeded, capsys, monkeypatch):
+def test_command_line_prints_one_line_per_event(es_url, seeded, run_script):
     """`logs.py --since 10m --event error` prints one line with the timestamp, kind and fields."""
-    monkeypatch.setenv("ES_INDEX_PREFIX", seeded)
-    assert logs.main(["--since", "10m", "--event", "error", "--es-url", es_url]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    done = run_script("logs", "--since", "10m", "--event", "error", "--es-url", es_url,
+                      env={"ES_INDEX_PREFIX": seeded})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
     assert len(lines) == 1
     assert " error " in lines[0] and "status=500" in lines[0] and "error=boom" in lines[0]
 
 
-def test_command_line_reports_an_unreachable_node(capsys, monkeypatch):
+def test_command_line_reports_an_unreachable_node(run_script):
     """With nothing listening, the script exits 1 and names the URL."""
-    monkeypatch.setenv("ES_INDEX_PREFIX", "nothing")
-    assert logs.main(["--es-url", "http://127.0.0.1:9"]) == 1
-    assert "cannot read events from http://127.0.0.1:9" in capsys.readouterr().err
+    done = run_script("logs", "--es-url", "http://127.0.0.1:9", env={"ES_INDEX_PREFIX": "nothing"})
+    assert done.returncode == 1
+    assert "cannot read events from http://127.0.0.1:9" in done.stderr

@@ -1,4 +1,4 @@
-"""elk/filebeat/filebeat.yml agrees with app/events.py, and its documents match the shipper's.
+"""elk/filebeat/filebeat.yml agrees with app/events/schema.py, and its documents match the shipper's.
 
 Filebeat itself cannot run here: the config is parsed and checked against the module constants, its
 JavaScript processor runs in Node.js against Filebeat's event API (Get/Put), and the resulting
@@ -16,8 +16,9 @@ import uuid
 import pytest
 import yaml
 
-from app import elastic, events
 from app.config import REPO_ROOT, Settings
+from app.events import elastic
+from app.events import schema as events
 
 FILEBEAT_YML = REPO_ROOT / "elk" / "filebeat" / "filebeat.yml"
 KUBERNETES_FIELDS = {"kubernetes.namespace", "kubernetes.pod.name", "kubernetes.node.name", "kubernetes.container.name"}
@@ -90,6 +91,14 @@ def test_decoding_uses_the_log_prefix_and_puts_fields_at_the_top(config):
     decode = _processor(config, "decode_json_fields")
     assert decode["fields"] == [f"{dissect['target_prefix']}.json"]
     assert decode["target"] == "" and decode["overwrite_keys"] is True
+
+
+def test_the_kept_field_list_is_the_one_generated_from_the_schema():
+    """filebeat.yml's include_fields block is what `scripts.kibana_import --write` generates from the schema."""
+    from app.events.kibana import FILEBEAT_PATH, filebeat_config
+
+    text = FILEBEAT_PATH.read_text()
+    assert filebeat_config(text) == text
 
 
 def test_kept_fields_are_the_event_fields_plus_pod_metadata(config):

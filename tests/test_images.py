@@ -8,7 +8,7 @@ import os
 import pytest
 from PIL import Image
 
-from app.images import ImageInputError, decode_image, load_image_file, resolve_image_path
+from app.serving.images import ImageInputError, decode_image, load_image_file, resolve_image_path
 
 
 def png_bytes(size=(8, 8), color="red") -> bytes:

@@ -11,23 +11,17 @@ import pytest
 
 from app.config import ConfigError, Settings
 from tests.jenkins_server import CRUMB_FIELD, JenkinsTestServer, closed_port_url, jenkinsfile_parameters
+from tests.jenkins_server import DEFAULT_TOKEN as TOKEN
 from watchdog.policy import TRIGGER, Decision, WindowStats
 from watchdog.state import FINISHED, QUEUED, RUNNING, UNKNOWN
 from watchdog.triggers import JENKINS_PARAMETERS, JenkinsTrigger, TriggerError
 
-TOKEN = "1122334455aabbccddeeff0011223344"
 DECISION = Decision(TRIGGER, ("low_quality", "high_drift"), "low_quality: avg quality_score 0.412 < 0.75",
                     WindowStats(sample_count=87, avg_quality=0.41234, avg_drift=2.4))
 
 
 def settings_for(url: str, token: str = TOKEN, user: str = "watchdog") -> Settings:
     return Settings(jenkins_url=url, jenkins_user=user, jenkins_api_token=token, jenkins_job="vqa-retrain")
-
-
-@pytest.fixture
-def jenkins_server():
-    with JenkinsTestServer(user="watchdog", token=TOKEN, queue_seconds=0.3, build_seconds=0.4) as server:
-        yield server
 
 
 def wait_for(trigger, ref, phase, timeout=10.0):

@@ -63,11 +63,17 @@ def stages() -> list[tuple[str, str]]:
 
 def pipeline_stages() -> tuple[tuple[str, str], ...]:
     """(name, title) of the pipeline stages, from the module `scripts/pipeline.py` runs."""
-    from app.pipeline import STAGES
-    from scripts.pipeline import STAGES as CLI_STAGES
+    from app.learning.pipeline import STAGES
 
-    assert tuple(name for name, _ in STAGES) == tuple(CLI_STAGES)
     return STAGES
+
+
+def test_the_command_line_offers_exactly_the_pipeline_stages(run_script):
+    """`python -m scripts.pipeline --help` lists the six stage names, in pipeline order, as --stage choices."""
+    done = run_script("pipeline", "--help")
+    assert done.returncode == 0, done.stderr
+    names = [name for name, _ in pipeline_stages()]
+    assert "{" + ",".join(names) + "}" in done.stdout.replace("\n", "").replace(" ", "")
 
 
 def test_six_stages_in_pipeline_order_with_the_pipeline_titles():
@@ -125,7 +131,7 @@ def test_options_and_post_actions():
 def test_archived_run_folder_is_where_the_pipeline_writes_its_reports(tmp_path):
     """scripts.pipeline names the run folder after BUILD_NUMBER and writes summary.json there."""
     from app.config import Settings
-    from app.pipeline import Run
+    from app.learning.pipeline import Run
 
     run = Run.open(Settings(data_dir=str(tmp_path), build_number="17"), None)
     assert run.run_dir == tmp_path / "pipeline" / "17" and run.tag == "17"

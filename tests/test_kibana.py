@@ -15,9 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from app import elastic, events
 from app.config import Settings
-from scripts import kibana_import
+from app.events import elastic
+from app.events import kibana as kibana_import
+from app.events import schema as events
 
 
 def _objects() -> list[dict]:
@@ -43,7 +44,7 @@ def _fields_used(obj: dict) -> set[str]:
 
 
 def test_the_committed_file_is_what_the_generator_builds():
-    """elk/kibana/saved_objects.ndjson is up to date with app/events.py (`kibana_import.py --write`)."""
+    """elk/kibana/saved_objects.ndjson is up to date with app/events/schema.py (`kibana_import.py --write`)."""
     assert kibana_import.NDJSON_PATH.read_text() == kibana_import.to_ndjson(kibana_import.build_saved_objects())
 
 
@@ -148,11 +149,11 @@ def kibana_stub():
     server.server_close()
 
 
-def test_import_posts_the_file_with_overwrite_xsrf_and_credentials(kibana_stub, monkeypatch, capsys):
+def test_import_posts_the_file_with_overwrite_xsrf_and_credentials(kibana_stub, run_script):
     """The script POSTs multipart `file` to /api/saved_objects/_import?overwrite=true with kbn-xsrf and basic auth."""
-    monkeypatch.setenv("KIBANA_USERNAME", "elastic")
-    monkeypatch.setenv("KIBANA_PASSWORD", "pw")
-    assert kibana_import.main(["--kibana-url", kibana_stub + "/", "--index-prefix", "prod-events"]) == 0
+    done = run_script("kibana_import", "--kibana-url", kibana_stub + "/", "--index-prefix", "prod-events",
+                      env={"KIBANA_USERNAME": "elastic", "KIBANA_PASSWORD": "pw"})
+    assert done.returncode == 0, done.stderr
     [req] = _Recorder.requests
     assert req["path"] == "/api/saved_objects/_import?overwrite=true"
     assert req["xsrf"]
@@ -161,11 +162,12 @@ def test_import_posts_the_file_with_overwrite_xsrf_and_credentials(kibana_stub, 
     sent = [json.loads(line) for line in req["ndjson"].splitlines()]
     assert len(sent) == len(_objects())
     assert next(o for o in sent if o["type"] == "index-pattern")["attributes"]["title"] == "prod-events-*"
-    assert "imported 7 objects" in capsys.readouterr().out
+    assert "imported 7 objects" in done.stdout
 
 
-def test_a_refused_import_fails_with_kibanas_errors(kibana_stub, capsys):
+def test_a_refused_import_fails_with_kibanas_errors(kibana_stub, run_script):
     """When Kibana answers success=false the script exits 1 and shows Kibana's error list."""
     _Recorder.answer = {"success": False, "errors": [{"id": "vqa-overview", "error": {"type": "missing_references"}}]}
-    assert kibana_import.main(["--kibana-url", kibana_stub]) == 1
-    assert "missing_references" in capsys.readouterr().err
+    done = run_script("kibana_import", "--kibana-url", kibana_stub)
+    assert done.returncode == 1
+    assert "missing_references" in done.stderr

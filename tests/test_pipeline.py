@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 
 from app.config import REPO_ROOT
-from app.pipeline import STAGE_NAMES, Run, run_stages
-from app.serving import current_adapter_dir
+from app.learning.pipeline import STAGE_NAMES, Run, run_stages
+from app.model.registry import current_adapter_dir
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import logging
 import pytest
 from PIL import Image
 
-from app import events
+from app.events import schema as events
 
 FIELDS = {"answer", "event", "latency_seconds", "quality_score", "question"}
 
@@ -197,14 +197,13 @@ def test_health_readiness_and_metrics(client):
     assert "vqa_quality_score_bucket" in text and "vqa_request_latency_seconds_bucket" in text
 
 
-def test_readyz_fails_while_the_model_cannot_load(settings):
+def test_readyz_fails_while_the_model_cannot_load(settings, null_shipper):
     """With a broken model directory, /readyz is 503 and says what is failing; /predict is 503."""
     from app import create_app
     from app.config import Settings
-    from tests.conftest import NullShipper
 
     broken = Settings(**{**settings.__dict__, "model_dir": "/nonexistent/model"})
-    application = create_app(broken, shipper=NullShipper())
+    application = create_app(broken, shipper=null_shipper)
     application.extensions["vqa"].models.wait_ready(10)
     c = application.test_client()
     r = c.get("/readyz")

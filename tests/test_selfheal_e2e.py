@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from scripts.demo_selfheal import StoryConfig, run_story
+from app.simulation.selfheal import StoryConfig, run_story
 
 
 @pytest.mark.slow

@@ -10,20 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from app.launch import free_port
-from app.serving import promote_adapter
-from tests.conftest import start_gunicorn
+from app.model.registry import promote_adapter
 
 
 @pytest.fixture
-def server(settings, tmp_path):
-    """gunicorn serving the small model, with the adapters folder watched every 0.2 s."""
-    port = free_port()
-    env = {**settings.to_env(), "VQA_ADMIN_TOKEN": "s3cret-token"}
-    proc = start_gunicorn(env, port, tmp_path / "gunicorn.log")
-    yield f"http://127.0.0.1:{port}", tmp_path / "gunicorn.log"
-    proc.terminate()
-    proc.wait(30)
+def server(settings, tmp_path, gunicorn):
+    """gunicorn serving the small model, with the adapters folder watched every 0.2 s; (URL, its log)."""
+    base = gunicorn({**settings.to_env(), "VQA_ADMIN_TOKEN": "s3cret-token"})
+    return base, tmp_path / f"gunicorn-{base.rsplit(':', 1)[1]}.log"
 
 
 def ask(base: str, i: int) -> requests.Response:

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from elasticsearch import Elasticsearch
 
-from app import events
 from app.config import REPO_ROOT, Settings
-from app.shipper import STAT_KEYS, EventShipper, Spool
+from app.events import schema as events
+from app.events.shipper import STAT_KEYS, EventShipper, Spool
 
 
 def _prefix() -> str:
@@ -287,7 +287,7 @@ def test_submit_returns_at_once_while_elasticsearch_hangs(tmp_path):
 
 _DYING_WRITER = """
 import os, sys
-from app.shipper import Spool
+from app.events.shipper import Spool
 spool = Spool(sys.argv[1])
 spool.append([b'{"request_id": "orphan-1"}\\n', b'{"request_id": "orphan-2"}\\n'])
 os._exit(0)  # dies without sealing its active file

@@ -11,8 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from app.config import REPO_ROOT
-from app.model import ADAPTER_INFO_FILE, MODEL_INFO_FILE, REFERENCE_FILE, VQAModel
-from app.smallmodel import build_tokenizer
+from app.learning.smallmodel import build_tokenizer
+from app.model.registry import ADAPTER_INFO_FILE, MODEL_INFO_FILE
+from app.model.scores import REFERENCE_FILE
+from app.model.vqa import VQAModel
 
 PY = sys.executable
 
@@ -30,7 +32,7 @@ def test_build_script_trains_a_loadable_model_in_a_few_steps(tmp_path, dataset_d
     """scripts/build_base_model.py runs real steps and saves what from_pretrained loads."""
     out = tmp_path / "model"
     result = subprocess.run(
-        [PY, "scripts/build_base_model.py", "--out", str(out), "--max-steps", "3", "--vision-pretrain-steps", "3",
+        [PY, "-m", "scripts.build_base_model", "--out", str(out), "--max-steps", "3", "--vision-pretrain-steps", "3",
          "--eval-limit", "20",
          "--csv", str(dataset_dir / "VQA_Dataset.csv"), "--images-root", str(images_root), "--threads", "1"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
@@ -70,7 +72,7 @@ def test_train_mini_is_deterministic_with_a_seed(tmp_path, dataset_dir, images_r
     weights = []
     for run in ("a", "b"):
         result = subprocess.run(
-            [PY, "scripts/train_mini.py", "--csv", str(dataset_dir / "VQA_Dataset.csv"), "--limit", "40",
+            [PY, "-m", "scripts.train_mini", "--csv", str(dataset_dir / "VQA_Dataset.csv"), "--limit", "40",
              "--images-root", str(images_root), "--base-model", str(small_model_dir),
              "--adapters-dir", str(tmp_path), "--name", run, "--max-steps", "2", "--seed", "7"],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
@@ -83,7 +85,7 @@ def test_train_mini_is_deterministic_with_a_seed(tmp_path, dataset_dir, images_r
 
 def test_train_mini_reports_a_missing_csv_clearly(tmp_path):
     """A wrong --csv exits 2 with a message naming the file."""
-    result = subprocess.run([PY, "scripts/train_mini.py", "--csv", str(tmp_path / "none.csv")],
+    result = subprocess.run([PY, "-m", "scripts.train_mini", "--csv", str(tmp_path / "none.csv")],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "none.csv does not exist" in result.stderr
 
@@ -93,7 +95,7 @@ def test_evaluate_model_gate_exit_codes(tmp_path, dataset_dir, images_root, smal
     """evaluate_model.py exits 0 above the accuracy gate and 1 below it, writing its report either way."""
     report = tmp_path / "report.json"
     result = subprocess.run(
-        [PY, "scripts/evaluate_model.py", "--csv", str(dataset_dir / "VQA_Dataset.csv"), "--limit", "60",
+        [PY, "-m", "scripts.evaluate_model", "--csv", str(dataset_dir / "VQA_Dataset.csv"), "--limit", "60",
          "--images-root", str(images_root), "--base-model", str(small_model_dir), "--no-champion",
          "--min-accuracy", str(gate), "--report", str(report)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
@@ -107,8 +109,8 @@ def test_evaluate_model_gate_exit_codes(tmp_path, dataset_dir, images_root, smal
 
 def test_champion_challenger_refuses_a_worse_adapter(tiny_adapter, small_model_dir, dataset_dir, images_root):
     """A 3-step adapter that scores below the deployed base model is not promoted."""
-    from app.data import load_rows
-    from app.evaluation import champion_challenger, gate
+    from app.learning.data import load_rows
+    from app.learning.gate import champion_challenger, gate
 
     frame = load_rows(dataset_dir / "VQA_Dataset.csv", split="test", limit=80)
     report = champion_challenger(small_model_dir, tiny_adapter, frame, images_root, deployed=None,
@@ -122,12 +124,12 @@ def test_champion_challenger_refuses_a_worse_adapter(tiny_adapter, small_model_d
 
 def test_download_scripts_fail_fast_offline_with_a_hint(tmp_path):
     """Without the Hub, download_base.py exits 2 quickly and says how to use the small model."""
-    result = subprocess.run([PY, "scripts/download_base.py", "--out", str(tmp_path / "m")], cwd=REPO_ROOT,
+    result = subprocess.run([PY, "-m", "scripts.download_base", "--out", str(tmp_path / "m")], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=120,
                             env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
     assert "models/blip-vqa-small" in result.stderr and "build_base_model.py" in result.stderr
-    result = subprocess.run([PY, "scripts/download_adapter.py", "--repo-id", "someone/lora",
+    result = subprocess.run([PY, "-m", "scripts.download_adapter", "--repo-id", "someone/lora",
                              "--adapters-dir", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True,
                             timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2 and "small model" in result.stderr

@@ -10,24 +10,27 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 import watchdog
-from app import events
 from app.config import FIELDS, REPO_ROOT, Settings
+from app.events import schema as events
 from tests.jenkins_server import CRUMB_FIELD, JenkinsTestServer, closed_port_url
 from tests.watchdog_support import degraded_window, index_events, unique_prefix, watchdog_events
 
 TOKEN = "9988776655443322110099887766554433"
 
 
-def run_watchdog(env: dict[str, str], *args: str, cwd=REPO_ROOT, script: bool = False) -> subprocess.CompletedProcess:
+CONSOLE_SCRIPT = Path(sys.executable).parent / "vqa-watchdog"
+
+
+def run_watchdog(env: dict[str, str], *args: str, cwd=REPO_ROOT, console: bool = False) -> subprocess.CompletedProcess:
     """Run the CLI with only `env` as configuration (the caller's own settings variables removed)."""
     base = {k: v for k, v in os.environ.items() if k not in {f.metadata["env"] for f in FIELDS}}
-    entry = [str(REPO_ROOT / "watchdog" / "monitor_feedback_loop.py")] if script else ["-m", "watchdog"]
-    return subprocess.run([sys.executable, *entry, *args], cwd=cwd, env={**base, **env},
-                          capture_output=True, text=True, timeout=120)
+    entry = [str(CONSOLE_SCRIPT)] if console else [sys.executable, "-m", "watchdog"]
+    return subprocess.run([*entry, *args], cwd=cwd, env={**base, **env}, capture_output=True, text=True, timeout=120)
 
 
 def test_import_watchdog_is_this_project():
@@ -42,13 +45,35 @@ def test_pypi_watchdog_is_not_installed_beside_it():
         importlib.metadata.distribution("watchdog")
 
 
-def test_python_m_watchdog_and_the_script_shim_run_this_cli(tmp_path):
-    """`python -m watchdog --help` and `python watchdog/monitor_feedback_loop.py --help` (from anywhere) work."""
+def test_python_m_watchdog_and_the_console_script_run_this_cli(tmp_path):
+    """`python -m watchdog --help` (from the repo) and `vqa-watchdog --help` (from anywhere) work."""
     module = run_watchdog({}, "--help")
-    shim = run_watchdog({}, "--help", cwd=tmp_path, script=True)
-    for proc in (module, shim):
+    console = run_watchdog({}, "--help", cwd=tmp_path, console=True)
+    for proc in (module, console):
         assert proc.returncode == 0, proc.stderr
         assert "--dry-run" in proc.stdout and "Poll Elasticsearch" in proc.stdout
+
+
+def _fake_pypi_watchdog(root: Path) -> Path:
+    """A site folder holding what `pip install watchdog` leaves: its dist-info and a `watchdog` package."""
+    (root / "watchdog").mkdir(parents=True)
+    (root / "watchdog" / "__init__.py").write_text('"""PyPI watchdog stand-in"""\n')
+    info = root / "watchdog-6.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: watchdog\nVersion: 6.0.0\n")
+    (info / "RECORD").write_text("")
+    return root
+
+
+@pytest.mark.parametrize("console", [False, True], ids=["python -m watchdog", "vqa-watchdog"])
+def test_pypi_watchdog_beside_the_project_fails_loudly_with_the_fix(tmp_path, console):
+    """With PyPI's watchdog installed, both entry points exit non-zero and say to uninstall it."""
+    site = _fake_pypi_watchdog(tmp_path / "site")
+    proc = run_watchdog({"PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{site}" if not console else str(site)},
+                        "--help", cwd=REPO_ROOT if not console else tmp_path, console=console)
+    assert proc.returncode != 0
+    assert "PyPI's `watchdog` package (6.0.0) is installed" in proc.stderr
+    assert "pip uninstall watchdog" in proc.stderr
 
 
 @pytest.mark.parametrize(("env", "args", "message"), [

@@ -46,7 +46,7 @@ def wait_phase(trigger, ref, phase, timeout=10.0):
 
 
 @pytest.fixture
-def settings(tmp_path):
+def state_settings(tmp_path):
     return Settings(watchdog_state_file=str(tmp_path / "state" / "watchdog_state.json"))
 
 
@@ -56,9 +56,9 @@ def test_default_command_is_the_scripts_pipeline_module():
     assert isinstance(make_trigger("local", Settings()), LocalPipelineTrigger)
 
 
-def test_runs_the_pipeline_with_reason_rule_and_summary_and_logs_its_output(tmp_path, settings):
+def test_runs_the_pipeline_with_reason_rule_and_summary_and_logs_its_output(tmp_path, state_settings):
     """The subprocess gets --reason/--rule/--summary and its output lands in a log file beside the state."""
-    trigger = LocalPipelineTrigger(settings, command=stand_in(tmp_path))
+    trigger = LocalPipelineTrigger(state_settings, command=stand_in(tmp_path))
     ref = trigger.trigger(DECISION)
     assert trigger.wait(ref, timeout=30) == 0
     argv = json.loads(Path(ref.summary_path).read_text())["argv"]
@@ -68,44 +68,44 @@ def test_runs_the_pipeline_with_reason_rule_and_summary_and_logs_its_output(tmp_
     assert ref.log_path.startswith(str(tmp_path / "state"))
 
 
-def test_status_is_running_then_finished_with_success(tmp_path, settings):
+def test_status_is_running_then_finished_with_success(tmp_path, state_settings):
     """While the process lives the build is running; after exit 0 it is finished with SUCCESS."""
-    trigger = LocalPipelineTrigger(settings, command=stand_in(tmp_path, sleep=0.5))
+    trigger = LocalPipelineTrigger(state_settings, command=stand_in(tmp_path, sleep=0.5))
     ref = trigger.trigger(DECISION)
     assert trigger.status(ref).phase == RUNNING
     assert wait_phase(trigger, ref, FINISHED).result == "SUCCESS"
 
 
-def test_failing_pipeline_reports_its_exit_code(tmp_path, settings):
+def test_failing_pipeline_reports_its_exit_code(tmp_path, state_settings):
     """A pipeline exiting 3 is finished with result `FAILURE (exit 3)`."""
-    trigger = LocalPipelineTrigger(settings, command=stand_in(tmp_path, code=3))
+    trigger = LocalPipelineTrigger(state_settings, command=stand_in(tmp_path, code=3))
     ref = trigger.trigger(DECISION)
     assert wait_phase(trigger, ref, FINISHED).result == "FAILURE (exit 3)"
 
 
-def test_after_restart_the_pid_is_still_tracked(tmp_path, settings):
+def test_after_restart_the_pid_is_still_tracked(tmp_path, state_settings):
     """A new trigger object (a restarted watchdog) sees the old pid running, then finished."""
-    first = LocalPipelineTrigger(settings, command=stand_in(tmp_path, sleep=0.8))
+    first = LocalPipelineTrigger(state_settings, command=stand_in(tmp_path, sleep=0.8))
     ref = first.trigger(DECISION)
-    restarted = LocalPipelineTrigger(settings, command=stand_in(tmp_path))
+    restarted = LocalPipelineTrigger(state_settings, command=stand_in(tmp_path))
     assert restarted.status(ref).phase == RUNNING
     status = wait_phase(restarted, ref, FINISHED)
     assert status.result is None  # the exit code died with the first watchdog
     first.wait(ref)
 
 
-def test_a_reused_pid_is_not_mistaken_for_the_pipeline(settings):
+def test_a_reused_pid_is_not_mistaken_for_the_pipeline(state_settings):
     """A live process whose command line lacks the run's summary path is not our pipeline."""
     import os
 
     ref = TriggerRef(kind="local", pid=os.getpid(), summary_path="/nonexistent/pipeline-x-summary.json")
-    assert LocalPipelineTrigger(settings).status(ref).phase == FINISHED
+    assert LocalPipelineTrigger(state_settings).status(ref).phase == FINISHED
 
 
-def test_missing_executable_is_a_trigger_error(settings):
+def test_missing_executable_is_a_trigger_error(state_settings):
     """A pipeline command that cannot be started is a TriggerError, not a crash."""
     with pytest.raises(TriggerError, match="cannot start the local pipeline"):
-        LocalPipelineTrigger(settings, command=["/nonexistent/python"]).trigger(DECISION)
+        LocalPipelineTrigger(state_settings, command=["/nonexistent/python"]).trigger(DECISION)
 
 
 def test_unknown_trigger_kind_is_a_config_error():

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from app import events
 from app.config import Settings
-from app.elastic import make_client
+from app.events import schema as events
+from app.events.elastic import make_client
+from tests.jenkins_server import DEFAULT_TOKEN as TOKEN
 from tests.jenkins_server import JenkinsTestServer, closed_port_url
 from tests.watchdog_support import degraded_window, index_events, unique_prefix, watchdog_events
 from watchdog import policy
@@ -23,17 +24,9 @@ from watchdog.sources import ElasticsearchSource
 from watchdog.state import FINISHED, QUEUED, RUNNING, StateStore
 from watchdog.triggers import JenkinsTrigger
 
-TOKEN = "0f0e0d0c0b0a09080706050403020100"
-
 
 @pytest.fixture
-def jenkins_server():
-    with JenkinsTestServer(token=TOKEN, queue_seconds=0.2, build_seconds=0.6) as server:
-        yield server
-
-
-@pytest.fixture
-def settings(es_url, jenkins_server, tmp_path):
+def watchdog_settings(es_url, jenkins_server, tmp_path):
     return Settings(
         es_url=es_url, es_index_prefix=unique_prefix(), watchdog_min_samples=50, watchdog_cooldown_minutes=30,
         watchdog_state_file=str(tmp_path / "state.json"), jenkins_url=jenkins_server.url,
@@ -41,42 +34,42 @@ def settings(es_url, jenkins_server, tmp_path):
     )
 
 
-def make_watchdog(settings, *, dry_run=False, jenkins_url=None, token=None):
+def make_watchdog(watchdog_settings, *, dry_run=False, jenkins_url=None, token=None):
     overrides = {k: v for k, v in (("jenkins_url", jenkins_url), ("jenkins_api_token", token)) if v}
-    trigger_settings = replace(settings, **overrides)
-    client = make_client(settings, max_retries=0)
-    return Watchdog(settings, ElasticsearchSource(client, settings), JenkinsTrigger(trigger_settings),
-                    StateStore(settings.watchdog_state_file), dry_run=dry_run)
+    trigger_settings = replace(watchdog_settings, **overrides)
+    client = make_client(watchdog_settings, max_retries=0)
+    return Watchdog(watchdog_settings, ElasticsearchSource(client, watchdog_settings), JenkinsTrigger(trigger_settings),
+                    StateStore(watchdog_settings.watchdog_state_file), dry_run=dry_run)
 
 
 @pytest.fixture
-def degraded(es_client, settings):
+def degraded(es_client, watchdog_settings):
     now = datetime.now(UTC)
-    index_events(es_client, settings, degraded_window(now, count=60, quality=0.4))
+    index_events(es_client, watchdog_settings, degraded_window(now, count=60, quality=0.4))
     return now
 
 
-def test_triggers_once_then_suppresses_while_the_build_runs(es_client, settings, jenkins_server, degraded):
+def test_triggers_once_then_suppresses_while_the_build_runs(es_client, watchdog_settings, jenkins_server, degraded):
     """Low quality triggers one Jenkins build; the next poll is suppressed and nothing more is posted."""
-    wd = make_watchdog(settings)
+    wd = make_watchdog(watchdog_settings)
     first = wd.poll()
     assert (first.decision, first.rules) == (policy.TRIGGER, (policy.LOW_QUALITY,))
     assert len(jenkins_server.posts()) == 1
-    saved = StateStore(settings.watchdog_state_file).load()
+    saved = StateStore(watchdog_settings.watchdog_state_file).load()
     assert (saved.last_rule, saved.ref.queue_id, saved.build_phase) == ("low_quality", 1, QUEUED)
 
     second = wd.poll()
     assert second.decision == policy.SUPPRESSED
     assert len(jenkins_server.posts()) == 1
-    recorded = watchdog_events(es_client, settings)
+    recorded = watchdog_events(es_client, watchdog_settings)
     assert [e[events.DECISION] for e in recorded] == [policy.TRIGGER, policy.SUPPRESSED]
     assert recorded[0][events.BUILD_ID] == "vqa-retrain-queue-1"
     assert recorded[0][events.SAMPLE_COUNT] == 60 and recorded[0][events.AVG_QUALITY] == pytest.approx(0.4)
 
 
-def test_build_status_is_followed_and_saved(settings, jenkins_server, degraded):
+def test_build_status_is_followed_and_saved(watchdog_settings, jenkins_server, degraded):
     """Polls follow the build from queued to running to finished, saving its number and result."""
-    wd = make_watchdog(settings)
+    wd = make_watchdog(watchdog_settings)
     wd.poll()
     phases = []
     deadline = time.monotonic() + 10
@@ -85,7 +78,7 @@ def test_build_status_is_followed_and_saved(settings, jenkins_server, degraded):
         phases.append(wd.state.build_phase)
         time.sleep(0.1)
     assert RUNNING in phases and phases[-1] == FINISHED
-    saved = StateStore(settings.watchdog_state_file).load()
+    saved = StateStore(watchdog_settings.watchdog_state_file).load()
     assert (saved.build_phase, saved.build_result, saved.ref.build_number) == (FINISHED, "SUCCESS", 1)
     # finished, but the cooldown still holds
     decision = wd.poll()
@@ -93,19 +86,19 @@ def test_build_status_is_followed_and_saved(settings, jenkins_server, degraded):
     assert len(jenkins_server.posts()) == 1
 
 
-def test_restart_neither_retriggers_nor_forgets(settings, jenkins_server, degraded):
+def test_restart_neither_retriggers_nor_forgets(watchdog_settings, jenkins_server, degraded):
     """A new watchdog process on the same state file suppresses instead of posting a second build."""
-    make_watchdog(settings).poll()
-    restarted = make_watchdog(settings)
+    make_watchdog(watchdog_settings).poll()
+    restarted = make_watchdog(watchdog_settings)
     assert restarted.state.ref.queue_id == 1
     decision = restarted.poll()
     assert decision.decision == policy.SUPPRESSED
     assert len(jenkins_server.posts()) == 1
 
 
-def test_cooldown_expiry_allows_the_next_trigger(settings, jenkins_server, degraded):
+def test_cooldown_expiry_allows_the_next_trigger(watchdog_settings, jenkins_server, degraded):
     """After the build finished and the cooldown passed, the still-degraded window triggers again."""
-    wide = replace(settings, watchdog_window_minutes=600)  # same events, a later `now`
+    wide = replace(watchdog_settings, watchdog_window_minutes=600)  # same events, a later `now`
     wd = make_watchdog(wide)
     wd.poll()
     time.sleep(1.0)  # the test build takes 0.8 s in all
@@ -115,29 +108,29 @@ def test_cooldown_expiry_allows_the_next_trigger(settings, jenkins_server, degra
     assert len(jenkins_server.posts()) == 2
 
 
-def test_elasticsearch_down_logs_and_triggers_nothing(settings, jenkins_server, caplog):
+def test_elasticsearch_down_logs_and_triggers_nothing(watchdog_settings, jenkins_server, caplog):
     """With Elasticsearch unreachable the poll logs an error, returns no decision and posts nothing."""
-    down = replace(settings, es_url=closed_port_url())
+    down = replace(watchdog_settings, es_url=closed_port_url())
     wd = make_watchdog(down)
     with caplog.at_level(logging.ERROR, logger="watchdog.loop"):
         assert wd.poll() is None
     assert "poll skipped, will retry next poll" in caplog.text and "failed" in caplog.text
     assert jenkins_server.posts() == []
-    assert not StateStore(settings.watchdog_state_file).path.exists()
+    assert not StateStore(watchdog_settings.watchdog_state_file).path.exists()
 
 
-def test_jenkins_down_is_trigger_failed_then_retried(es_client, settings, jenkins_server, degraded, caplog):
+def test_jenkins_down_is_trigger_failed_then_retried(es_client, watchdog_settings, jenkins_server, degraded, caplog):
     """Jenkins down: `trigger_failed` is logged and recorded, no state; the next poll (Jenkins up) triggers."""
-    wd = make_watchdog(settings, jenkins_url=closed_port_url())
+    wd = make_watchdog(watchdog_settings, jenkins_url=closed_port_url())
     with caplog.at_level(logging.ERROR, logger="watchdog.loop"):
         failed = wd.poll()
     assert failed.decision == policy.TRIGGER_FAILED and "build request failed" in failed.reason
     assert "will retry next poll" in caplog.text
-    assert not StateStore(settings.watchdog_state_file).path.exists()
+    assert not StateStore(watchdog_settings.watchdog_state_file).path.exists()
 
-    wd.trigger = JenkinsTrigger(settings)  # Jenkins is back
+    wd.trigger = JenkinsTrigger(watchdog_settings)  # Jenkins is back
     assert wd.poll().decision == policy.TRIGGER
-    assert [e[events.DECISION] for e in watchdog_events(es_client, settings)] == [
+    assert [e[events.DECISION] for e in watchdog_events(es_client, watchdog_settings)] == [
         policy.TRIGGER_FAILED, policy.TRIGGER]
 
 
@@ -145,52 +138,53 @@ def test_jenkins_down_is_trigger_failed_then_retried(es_client, settings, jenkin
     ({}, "ffffffffffffffffffffffffffffffff", "401"),
     ({"forbid_build": True}, None, "403"),
 ])
-def test_jenkins_refusing_is_trigger_failed_without_state(settings, degraded, caplog, server_kwargs, token, status):
+def test_jenkins_refusing_is_trigger_failed_without_state(watchdog_settings, degraded, caplog, server_kwargs, token,
+                                                          status):
     """401 (bad token) and 403 (no build permission) give `trigger_failed` naming the status; token unlogged."""
     caplog.set_level(logging.DEBUG)
     with JenkinsTestServer(token=TOKEN, **server_kwargs) as server:
-        wd = make_watchdog(settings, jenkins_url=server.url, token=token)
+        wd = make_watchdog(watchdog_settings, jenkins_url=server.url, token=token)
         decision = wd.poll()
         assert server.queue == {}
     assert decision.decision == policy.TRIGGER_FAILED and status in decision.reason
-    assert not StateStore(settings.watchdog_state_file).path.exists()
+    assert not StateStore(watchdog_settings.watchdog_state_file).path.exists()
     assert TOKEN not in caplog.text and (token or TOKEN) not in caplog.text
 
 
-def test_jenkins_down_while_a_build_runs_keeps_it_blocking(settings, jenkins_server, degraded):
+def test_jenkins_down_while_a_build_runs_keeps_it_blocking(watchdog_settings, jenkins_server, degraded):
     """If Jenkins cannot be asked about the running build, it stays `queued`/`running` and keeps blocking."""
-    wide = replace(settings, watchdog_window_minutes=600)  # same events, a later `now`
+    wide = replace(watchdog_settings, watchdog_window_minutes=600)  # same events, a later `now`
     make_watchdog(wide).poll()
     wd = make_watchdog(wide, jenkins_url=closed_port_url())
     decision = wd.poll(datetime.now(UTC) + timedelta(hours=2))  # long after the cooldown
     assert decision.decision == policy.SUPPRESSED and "still queued" in decision.reason
-    assert StateStore(settings.watchdog_state_file).load().build_phase == QUEUED
+    assert StateStore(watchdog_settings.watchdog_state_file).load().build_phase == QUEUED
 
 
-def test_dry_run_triggers_nothing_and_writes_nothing(es_client, settings, jenkins_server, degraded):
+def test_dry_run_triggers_nothing_and_writes_nothing(es_client, watchdog_settings, jenkins_server, degraded):
     """--dry-run decides `trigger` but posts nothing, saves no state and records no event."""
-    decision = make_watchdog(settings, dry_run=True).poll()
+    decision = make_watchdog(watchdog_settings, dry_run=True).poll()
     assert decision.decision == policy.TRIGGER
     assert jenkins_server.posts() == []
-    assert not StateStore(settings.watchdog_state_file).path.exists()
-    assert watchdog_events(es_client, settings) == []
+    assert not StateStore(watchdog_settings.watchdog_state_file).path.exists()
+    assert watchdog_events(es_client, watchdog_settings) == []
 
 
-def test_too_few_samples_is_recorded_as_a_check(es_client, settings, jenkins_server):
+def test_too_few_samples_is_recorded_as_a_check(es_client, watchdog_settings, jenkins_server):
     """Ten bad inferences are below the minimum: a `check` with rule `min_samples`, recorded, nothing posted."""
-    index_events(es_client, settings, degraded_window(datetime.now(UTC), count=10, quality=0.1))
-    decision = make_watchdog(settings).poll()
+    index_events(es_client, watchdog_settings, degraded_window(datetime.now(UTC), count=10, quality=0.1))
+    decision = make_watchdog(watchdog_settings).poll()
     assert (decision.decision, decision.rules) == (policy.CHECK, (policy.MIN_SAMPLES,))
     assert jenkins_server.posts() == []
-    (event,) = watchdog_events(es_client, settings)
+    (event,) = watchdog_events(es_client, watchdog_settings)
     assert event[events.RULE] == [policy.MIN_SAMPLES] and event[events.SAMPLE_COUNT] == 10
 
 
-def test_run_keeps_polling_through_an_outage_until_stopped(settings, caplog):
+def test_run_keeps_polling_through_an_outage_until_stopped(watchdog_settings, caplog):
     """`run` polls repeatedly while Elasticsearch is down, never raising, and returns when stopped."""
     import threading
 
-    wd = make_watchdog(replace(settings, es_url=closed_port_url()))
+    wd = make_watchdog(replace(watchdog_settings, es_url=closed_port_url()))
     stop = threading.Event()
     thread = threading.Thread(target=wd.run, args=(0.05, stop))
     with caplog.at_level(logging.INFO, logger="watchdog.loop"):
@@ -204,20 +198,20 @@ def test_run_keeps_polling_through_an_outage_until_stopped(settings, caplog):
     assert caplog.text.count("poll skipped") >= 3 and "watchdog stopped" in caplog.text
 
 
-def test_local_trigger_through_the_loop(es_client, settings, tmp_path, degraded):
+def test_local_trigger_through_the_loop(es_client, watchdog_settings, tmp_path, degraded):
     """With the local trigger the poll starts the pipeline process, and later polls see it finish."""
     from watchdog.triggers import LocalPipelineTrigger
 
     script = tmp_path / "pipeline_stand_in.py"
     script.write_text("import sys, time\ntime.sleep(0.3)\nprint('ran', sys.argv[1:])\n")
-    trigger = LocalPipelineTrigger(settings, command=[sys.executable, str(script)])
-    wd = Watchdog(settings, ElasticsearchSource(make_client(settings), settings), trigger,
-                  StateStore(settings.watchdog_state_file))
+    trigger = LocalPipelineTrigger(watchdog_settings, command=[sys.executable, str(script)])
+    wd = Watchdog(watchdog_settings, ElasticsearchSource(make_client(watchdog_settings), watchdog_settings), trigger,
+                  StateStore(watchdog_settings.watchdog_state_file))
     decision = wd.poll()
     assert decision.decision == policy.TRIGGER and wd.state.build_phase == RUNNING
     assert trigger.wait(wd.state.ref, timeout=30) == 0
     wd.poll()
-    saved = StateStore(settings.watchdog_state_file).load()
+    saved = StateStore(watchdog_settings.watchdog_state_file).load()
     assert (saved.ref.kind, saved.build_phase, saved.build_result) == ("local", FINISHED, "SUCCESS")
     assert "ran ['--reason', 'low_quality:" in Path(saved.ref.log_path).read_text()
-    assert watchdog_events(es_client, settings)[0][events.BUILD_ID] == f"local-pid-{saved.ref.pid}"
+    assert watchdog_events(es_client, watchdog_settings)[0][events.BUILD_ID] == f"local-pid-{saved.ref.pid}"

@@ -118,7 +118,7 @@ def test_suppression_does_not_hide_below_minimum_samples():
 
 def test_decision_event_fields_use_the_event_schema():
     """The decision becomes a `watchdog` event with the shared field names and the rule list."""
-    from app import events
+    from app.events import schema as events
 
     fields = decide(LOW_QUALITY, WatchdogState(), NOW, SETTINGS).event_fields()
     doc = events.make_event(events.WATCHDOG, **fields)

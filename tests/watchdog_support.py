@@ -11,9 +11,9 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from app import events
 from app.config import Settings
-from app.elastic import install_index_template
+from app.events import schema as events
+from app.events.elastic import install_index_template
 
 
 def unique_prefix() -> str:
@@ -53,7 +53,7 @@ def degraded_window(now: datetime, count: int = 60, quality: float = 0.4, drift:
 
 def watchdog_events(client: Elasticsearch, settings: Settings) -> list[dict[str, Any]]:
     """The `watchdog` decision events stored under the settings' prefix, oldest first."""
-    pattern = settings.es_index_prefix + events.INDEX_PATTERN_SUFFIX
+    pattern = events.index_pattern(settings.es_index_prefix)
     client.indices.refresh(index=pattern, allow_no_indices=True, ignore_unavailable=True)
     hits = client.search(index=pattern, query={"term": {events.EVENT: events.WATCHDOG}},
                          sort=[{events.TIMESTAMP: "asc"}], size=100, allow_no_indices=True,

@@ -13,7 +13,8 @@ import threading
 from collections.abc import Sequence
 
 from app.config import ConfigError, Settings
-from app.elastic import ElasticConfigError, make_client
+from app.events.elastic import ElasticConfigError, make_client
+from app.logsetup import configure_logging
 from watchdog.loop import Watchdog
 from watchdog.policy import TRIGGER_FAILED
 from watchdog.sources import ElasticsearchSource
@@ -51,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, check the configuration, then poll once or forever."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     if args.log_level != "DEBUG":
         logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one INFO line per HTTP call
     try:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from app import events
 from app.config import Settings
+from app.events import schema as events
 from watchdog.state import ACTIVE_PHASES, WatchdogState
 
 # Decisions.

@@ -11,9 +11,9 @@ from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
-from app import events
 from app.config import Settings
-from app.elastic import install_index_template
+from app.events import schema as events
+from app.events.elastic import install_index_template
 from watchdog import WatchdogError
 from watchdog.policy import Decision, WindowStats
 from watchdog.state import TriggerRef
@@ -31,7 +31,7 @@ class ElasticsearchSource:
     def __init__(self, client: Elasticsearch, settings: Settings):
         self.client = client
         self.prefix = settings.es_index_prefix
-        self.pattern = settings.es_index_prefix + events.INDEX_PATTERN_SUFFIX
+        self.pattern = events.index_pattern(settings.es_index_prefix)
         self.window = timedelta(minutes=settings.watchdog_window_minutes)
         self.window_minutes = settings.watchdog_window_minutes
         self.settings = settings

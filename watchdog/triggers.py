@@ -7,6 +7,7 @@ Both answer `trigger(decision) -> TriggerRef` and `status(ref) -> BuildStatus`; 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import jenkins
 import requests
 
 from app.config import REPO_ROOT, ConfigError, Settings
-from app.elastic import public_url
+from app.events.elastic import public_url
 from watchdog import WatchdogError
 from watchdog.policy import Decision
 from watchdog.state import FINISHED, QUEUED, RUNNING, UNKNOWN, TriggerRef
@@ -154,6 +155,8 @@ class LocalPipelineTrigger:
     def __init__(self, settings: Settings, *, command: Sequence[str] = PIPELINE_COMMAND):
         self.command = list(command)
         self.log_dir = Path(settings.watchdog_state_file).parent
+        # The pipeline runs with the watchdog's own settings (the same data, adapters and service).
+        self.env = {**os.environ, **settings.to_env()}
         self._procs: dict[int, subprocess.Popen] = {}
 
     def trigger(self, decision: Decision) -> TriggerRef:
@@ -167,8 +170,8 @@ class LocalPipelineTrigger:
             with open(log_path, "ab") as out:
                 # Own session: stopping the watchdog (Ctrl-C, SIGTERM) must not kill a half-done pipeline.
                 proc = subprocess.Popen(
-                    argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True,
+                    argv, cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=subprocess.STDOUT, start_new_session=True,
                 )
         except OSError as exc:
             raise TriggerError(f"cannot start the local pipeline {argv[:3]}: {exc}") from exc

@@ -66,7 +66,7 @@ def load_rows(csv_path: Path, split: str | None = None, limit: int | None = None
     """Read the dataset CSV, optionally one split and the first `limit` rows of it."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise DatasetError(f"{csv_path} does not exist; run `python scripts/prepare_data.py` first")
+        raise DatasetError(f"{csv_path} does not exist; run `python -m scripts.prepare_data` first")
     frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     missing = {"image_path", "question", "answer"} - set(frame.columns)
     if missing:

@@ -12,19 +12,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from app import events
 from app.config import Settings
-from app.data import COLUMNS, load_rows
+from app.events import schema as events
+from app.learning.data import COLUMNS, load_rows
 
 log = logging.getLogger(__name__)
 
 HOLDOUT_PERCENT = 20
+FEEDBACK_COLUMNS = ("image_path", "question", "answer", "request_id")
 
 
 def fetch_feedback(client, settings: Settings, since: str = "now-7d", limit: int = 10_000) -> pd.DataFrame:
     """Labelled feedback rows (image_path, question, answer=correct answer, request_id) from Elasticsearch."""
     response = client.search(
-        index=settings.es_index_prefix + events.INDEX_PATTERN_SUFFIX, size=limit,
+        index=events.index_pattern(settings.es_index_prefix), size=limit,
         query={"bool": {"filter": [
             {"term": {events.EVENT: events.FEEDBACK}},
             {"exists": {"field": events.IMAGE_PATH}},
@@ -37,7 +38,7 @@ def fetch_feedback(client, settings: Settings, since: str = "now-7d", limit: int
          "answer": h["_source"][events.CORRECT_ANSWER], "request_id": h["_source"][events.REQUEST_ID]}
         for h in response["hits"]["hits"]
     ]
-    return pd.DataFrame(rows, columns=["image_path", "question", "answer", "request_id"])
+    return pd.DataFrame(rows, columns=list(FEEDBACK_COLUMNS))
 
 
 def is_holdout(request_id: str) -> bool:

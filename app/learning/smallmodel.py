@@ -18,10 +18,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from app import data as dataset
-from app.evaluation import evaluate_frame
-from app.model import MODEL_INFO_FILE, DriftReference, VQAModel
-from app.training import encode_rows, fit, seed_everything
+from app.learning import data as dataset
+from app.learning.gate import evaluate_frame
+from app.learning.training import encode_rows, fit, seed_everything
+from app.model.registry import MODEL_INFO_FILE
+from app.model.scores import DriftReference
+from app.model.vqa import VQAModel
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ def refit_reference(model_dir: Path, csv_path: Path, images_root: Path) -> Drift
     vqa = VQAModel.load(model_dir)
     frame = dataset.load_rows(csv_path, split="train")
     paths = list(dict.fromkeys(frame["image_path"]))
-    from app.images import open_dataset_image
+    from app.serving.images import open_dataset_image
 
     pixels = torch.cat([vqa.processor.image_processor(images=[open_dataset_image(images_root, p)
                                                                for p in paths[i:i + 256]],

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.data import normalize_answer
-from app.images import open_dataset_image
-from app.model import VQAModel
+from app.learning.data import normalize_answer
+from app.model.vqa import VQAModel
+from app.serving.images import open_dataset_image
 
 
 def evaluate_frame(vqa: VQAModel, frame: pd.DataFrame, images_root: Path, batch_size: int = 64) -> dict:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from app import data as dataset
-from app.model import ADAPTER_INFO_FILE, MODEL_INFO_FILE, VQAModel, read_info
-from app.training import encode_rows, fit, seed_everything
+from app.learning import data as dataset
+from app.learning.training import encode_rows, fit, seed_everything
+from app.model.registry import ADAPTER_INFO_FILE, MODEL_INFO_FILE, read_info
+from app.model.vqa import VQAModel
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def train_adapter(base_dir: Path, frame: pd.DataFrame, images_root: Path, adapte
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     vqa = VQAModel(model, processor, reference=None, model_version="training", adapter_version=out.name)
-    from app.smallmodel import fit_reference
+    from app.learning.smallmodel import fit_reference
 
     fit_reference(vqa, encoded.pixel_values).save(out)
     info = {

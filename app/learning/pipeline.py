@@ -23,7 +23,7 @@ from typing import Any
 import requests
 
 from app.config import REPO_ROOT, Settings
-from app.data import CSV_NAME, load_rows
+from app.learning.data import CSV_NAME, load_rows
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,11 @@ class Run:
 
     @classmethod
     def open(cls, settings: Settings, run_id: str | None, **kw: Any) -> Run:
+        """The run folder `run_id` (default: BUILD_NUMBER or local-<time>), with its saved state if any."""
+        if settings.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
         root = Path(settings.data_dir) / "pipeline"
         run_id = run_id or settings.build_number or datetime.now(UTC).strftime("local-%Y%m%d-%H%M%S")
         run_dir = root / run_id
@@ -77,11 +82,11 @@ def stage_setup(run: Run) -> str:
     s = run.settings
     csv = Path(s.data_dir) / CSV_NAME
     if not csv.is_file():
-        from app.data import export_easy_vqa
+        from app.learning.data import export_easy_vqa
 
         export_easy_vqa(Path(s.data_dir), Path(s.images_root))
     if not (Path(s.model_dir) / "config.json").is_file():
-        raise StageFailed(f"no base model at {s.model_dir}; run `python scripts/build_base_model.py`")
+        raise StageFailed(f"no base model at {s.model_dir}; run `python -m scripts.build_base_model`")
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
     run.state["commit"] = rev.stdout.strip() if rev.returncode == 0 else "unknown"
     run.state.update({"reason": run.reason, "rule": run.rule})
@@ -91,15 +96,15 @@ def stage_setup(run: Run) -> str:
 def stage_train(run: Run) -> str:
     import pandas as pd
 
-    from app.adapters import LoraParams, train_adapter
-    from app.retraining import build_datasets, fetch_feedback
+    from app.learning.feedback_data import FEEDBACK_COLUMNS, build_datasets, fetch_feedback
+    from app.learning.lora import LoraParams, train_adapter
 
     s = run.settings
-    feedback = pd.DataFrame(columns=["image_path", "question", "answer", "request_id"])
+    feedback = pd.DataFrame(columns=list(FEEDBACK_COLUMNS))
     if s.es_url:
         from elasticsearch import ApiError, TransportError
 
-        from app.elastic import make_client
+        from app.events.elastic import make_client
 
         try:
             feedback = fetch_feedback(make_client(s), s)
@@ -125,7 +130,7 @@ def _docker_ready() -> bool:
 
 def image_names(run: Run) -> dict[str, str]:
     """Image tags: the app by build, the weights by `<model version>--<adapter version>` (Dockerfile.model)."""
-    from app.model import MODEL_INFO_FILE, read_info
+    from app.model.registry import MODEL_INFO_FILE, read_info
 
     model = read_info(Path(run.settings.model_dir), MODEL_INFO_FILE).get("version", Path(run.settings.model_dir).name)
     adapter = Path(run.state.get("adapter", "none")).name
@@ -157,9 +162,9 @@ def stage_build_images(run: Run) -> str:
 
 
 def stage_evaluate(run: Run) -> str:
-    from app.adapters import record_metrics
-    from app.evaluation import champion_challenger
-    from app.serving import current_adapter_dir
+    from app.learning.gate import champion_challenger
+    from app.learning.lora import record_metrics
+    from app.model.registry import current_adapter_dir
 
     s = run.settings
     if "adapter" not in run.state:
@@ -218,7 +223,7 @@ def hot_reload(settings: Settings, adapter_name: str, timeout: float = 60.0) -> 
 
 
 def stage_deploy(run: Run) -> str:
-    from app.serving import promote_adapter
+    from app.model.registry import promote_adapter
 
     s = run.settings
     evaluation = run.state.get("evaluation")

@@ -122,6 +122,11 @@ def document_id(doc: dict[str, Any]) -> str:
     return str(doc[REQUEST_ID])
 
 
+def index_pattern(prefix: str) -> str:
+    """`<prefix>-*`: the daily indices of events, as the template, Kibana and the watchdog name them."""
+    return prefix + INDEX_PATTERN_SUFFIX
+
+
 def index_name(prefix: str, doc: dict[str, Any]) -> str:
     """Daily index `<prefix>-YYYY.MM.DD` from the event's own timestamp (stable on replay)."""
     day = str(doc.get(TIMESTAMP, now_iso()))[:10].replace("-", ".")

@@ -13,34 +13,12 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from app import events
 from app.config import Settings
-from app.model import VQAModel
+from app.events import schema as events
+from app.model.registry import current_adapter_dir
+from app.model.vqa import VQAModel
 
 log = logging.getLogger(__name__)
-
-CURRENT_POINTER = "CURRENT"
-
-
-def current_adapter_dir(settings: Settings) -> Path | None:
-    """The adapter to serve: `VQA_ADAPTER_DIR` if set, else what `<adapters>/CURRENT` names."""
-    if settings.adapter_dir:
-        return Path(settings.adapter_dir)
-    pointer = Path(settings.adapters_dir) / CURRENT_POINTER
-    if not pointer.is_file():
-        return None
-    name = pointer.read_text().strip()
-    return Path(settings.adapters_dir) / name if name else None
-
-
-def promote_adapter(adapters_dir: Path, adapter_dir: Path) -> None:
-    """Point `CURRENT` at `adapter_dir` atomically (write a temp file, then rename)."""
-    adapters_dir = Path(adapters_dir)
-    adapters_dir.mkdir(parents=True, exist_ok=True)
-    tmp = adapters_dir / f".{CURRENT_POINTER}.{threading.get_ident()}.tmp"
-    tmp.write_text(Path(adapter_dir).name + "\n")
-    tmp.replace(adapters_dir / CURRENT_POINTER)
-
 
 class ModelHolder:
     """Loads the model in the background and swaps in newly promoted adapters."""
@@ -147,13 +125,13 @@ class Service:
             return doc
         from elasticsearch import ApiError, TransportError
 
-        from app.elastic import make_client
+        from app.events.elastic import make_client
 
         try:
             if self._es is None:
                 self._es = make_client(self.settings)
             found = self._es.search(
-                index=self.settings.es_index_prefix + events.INDEX_PATTERN_SUFFIX, size=1,
+                index=events.index_pattern(self.settings.es_index_prefix), size=1,
                 query={"bool": {"filter": [{"ids": {"values": [request_id]}},
                                            {"term": {events.EVENT: events.INFERENCE}}]}},
             )

@@ -23,9 +23,9 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError, Elasticsearch
 
-from app import events
 from app.config import Settings
-from app.elastic import install_index_template, make_client, public_url
+from app.events import schema as events
+from app.events.elastic import install_index_template, make_client, public_url
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import pandas as pd
 import requests
 from tqdm import tqdm
 
-from app.data import normalize_answer
-from app.drift import materialise
+from app.learning.data import normalize_answer
+from app.simulation.distortions import materialise
 
 log = logging.getLogger(__name__)
 

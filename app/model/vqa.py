@@ -6,9 +6,7 @@ per question, the answer, its quality_score (softmax confidence) and the image's
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +15,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from app.model.registry import ADAPTER_INFO_FILE, MODEL_INFO_FILE, NO_ADAPTER, read_info
+from app.model.scores import DriftReference, quality_score
+
 log = logging.getLogger(__name__)
 
-REFERENCE_FILE = "drift_reference.json"
-MODEL_INFO_FILE = "vqa_model.json"
-ADAPTER_INFO_FILE = "vqa_adapter.json"
-NO_ADAPTER = "none"
+
+def unwrap_base(model):
+    """The BlipForQuestionAnswering inside a PEFT model (LoRA layers stay inside it), or `model` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 class ModelLoadError(ValueError):
@@ -34,44 +35,6 @@ class Prediction:
     answer: str
     quality_score: float
     drift_score: float | None
-
-
-class DriftReference:
-    """Per-dimension mean and std of the vision signal (mean patch embedding and pooled embedding).
-
-    drift_score(e) = mean_d |e_d - mean_d| / std_d: about 0.8 for in-distribution images
-    (the mean |z| of a normal variable), rising as images move away from the training data.
-    """
-
-    def __init__(self, mean: np.ndarray, std: np.ndarray, count: int):
-        self.mean = np.asarray(mean, dtype=np.float32)
-        self.std = np.maximum(np.asarray(std, dtype=np.float32), 1e-6)
-        self.count = count
-
-    @classmethod
-    def fit(cls, embeddings: np.ndarray) -> DriftReference:
-        return cls(embeddings.mean(axis=0), embeddings.std(axis=0), len(embeddings))
-
-    def score(self, embeddings: np.ndarray) -> np.ndarray:
-        return np.abs((embeddings - self.mean) / self.std).mean(axis=-1)
-
-    def save(self, directory: Path) -> None:
-        payload = {"mean": self.mean.tolist(), "std": self.std.tolist(), "count": self.count,
-                   "formula": "mean over dimensions of |embedding - mean| / std"}
-        (Path(directory) / REFERENCE_FILE).write_text(json.dumps(payload))
-
-    @classmethod
-    def load(cls, directory: Path) -> DriftReference | None:
-        path = Path(directory) / REFERENCE_FILE
-        if not path.is_file():
-            return None
-        payload = json.loads(path.read_text())
-        return cls(np.array(payload["mean"]), np.array(payload["std"]), int(payload["count"]))
-
-
-def read_info(directory: Path, name: str) -> dict:
-    path = Path(directory) / name
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 class VQAModel:
@@ -102,7 +65,7 @@ class VQAModel:
         if not (base_dir / "config.json").is_file():
             raise ModelLoadError(
                 f"no model at {base_dir} (config.json missing): build the small model with "
-                "`python scripts/build_base_model.py` or fetch the large one with `python scripts/download_base.py`"
+                "`python -m scripts.build_base_model` or fetch the large one with `python -m scripts.download_base`"
             )
         processor = BlipProcessor.from_pretrained(base_dir)
         model = BlipForQuestionAnswering.from_pretrained(base_dir)
@@ -125,7 +88,7 @@ class VQAModel:
     @property
     def blip(self):
         """The underlying BlipForQuestionAnswering (LoRA layers, if any, are inside it)."""
-        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return unwrap_base(self.model)
 
     def _capture_patches(self, _module, _inputs, output) -> None:
         self._patches = output[:, 1:].mean(dim=1).detach()
@@ -167,8 +130,7 @@ class VQAModel:
                 if token not in special:
                     token_probs.append(p)
             answer = tokenizer.decode(sequences[row], skip_special_tokens=True).strip()
-            scored = token_probs or ([eos_prob] if eos_prob is not None else [0.0])
-            quality = math.exp(sum(math.log(max(p, 1e-12)) for p in scored) / len(scored))
+            quality = quality_score(token_probs, eos_prob)
             results.append(Prediction(
                 answer=answer, quality_score=round(quality, 6),
                 drift_score=None if drift is None else round(float(drift[row]), 6),

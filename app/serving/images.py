@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-DEFAULT_MAX_PIXELS = 25_000_000
+from app.config import DEFAULT_MAX_IMAGE_PIXELS
 
 
 class ImageInputError(ValueError):
@@ -47,7 +47,7 @@ def resolve_image_path(images_root: str | Path, image_path: str) -> Path:
     return candidate
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Image.Image:
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, name: str = "image") -> Image.Image:
     """Decode image bytes fully into an RGB image, refusing bombs and broken files."""
     if not data:
         raise ImageInputError(f"the {name} is empty")
@@ -71,7 +71,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
         raise ImageInputError(f"the {name} is truncated or corrupt ({exc.__class__.__name__})") from exc
 
 
-def load_image_file(images_root: str | Path, image_path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image_file(images_root: str | Path, image_path: str, *,
+                    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """Resolve `image_path` safely under the root and decode it."""
     path = resolve_image_path(images_root, image_path)
     return decode_image(path.read_bytes(), max_pixels=max_pixels, name=f"image `{image_path}`")
@@ -79,4 +80,4 @@ def load_image_file(images_root: str | Path, image_path: str, *, max_pixels: int
 
 def open_dataset_image(images_root: str | Path, image_path: str) -> Image.Image:
     """Images for training and evaluation go through the same checks as requests."""
-    return load_image_file(images_root, image_path, max_pixels=DEFAULT_MAX_PIXELS)
+    return load_image_file(images_root, image_path, max_pixels=DEFAULT_MAX_IMAGE_PIXELS)

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from elasticsearch import ApiError, AuthorizationException, BadRequestError, Elasticsearch, NotFoundError
 
-from app import events
 from app.config import Settings
+from app.events import schema as events
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,6 @@ def ilm_policy_name(prefix: str) -> str:
     return f"{prefix}-retention"
 
 
-def index_pattern(prefix: str) -> str:
-    """`<prefix>-*`: the daily indices of events, as the template, Kibana and the watchdog name them."""
-    return prefix + events.INDEX_PATTERN_SUFFIX
-
-
 def mappings() -> dict[str, Any]:
     """Explicit mappings of every LOG_EVENT field.
 
@@ -91,10 +86,10 @@ def index_template(prefix: str, ilm_policy: str | None = None) -> dict[str, Any]
     if ilm_policy:
         index_settings["index.lifecycle.name"] = ilm_policy
     return {
-        "index_patterns": [index_pattern(prefix)],
+        "index_patterns": [events.index_pattern(prefix)],
         "priority": TEMPLATE_PRIORITY,
         "template": {"settings": index_settings, "mappings": mappings()},
-        "_meta": {"description": "VQA LOG_EVENTs (app/events.py)"},
+        "_meta": {"description": "VQA LOG_EVENTs (app/events/schema.py)"},
     }
 
 
@@ -131,10 +126,11 @@ def install_index_template(client: Elasticsearch, settings: Settings) -> dict[st
     client.indices.put_index_template(name=name, **body)
     try:
         client.indices.put_mapping(
-            index=index_pattern(prefix), properties=body["template"]["mappings"]["properties"],
+            index=events.index_pattern(prefix), properties=body["template"]["mappings"]["properties"],
             allow_no_indices=True, ignore_unavailable=True,
         )
     except ApiError as exc:
-        log.warning("existing %s indices keep their old mappings: %s", index_pattern(prefix), exc.message)
-    log.info("installed index template %s for %s (ILM policy: %s)", name, index_pattern(prefix), policy or "none")
+        log.warning("existing %s indices keep their old mappings: %s", events.index_pattern(prefix), exc.message)
+    log.info("installed index template %s for %s (ILM policy: %s)", name, events.index_pattern(prefix),
+             policy or "none")
     return {"template": name, "ilm_policy": policy}

@@ -15,9 +15,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import events
-from app.images import ImageInputError, decode_image, load_image_file
-from app.serving import Service
+from app.events import schema as events
+from app.serving.images import ImageInputError, decode_image, load_image_file
+from app.serving.service import Service
 
 log = logging.getLogger(__name__)
 bp = Blueprint("vqa", __name__)
@@ -167,7 +167,7 @@ def feedback():
             raise RequestError(f"no prediction with request_id {request_id!r} is known", status=404)
     except RequestError as exc:
         return error_response(str(exc), exc.status, started=started)
-    from app.data import normalize_answer
+    from app.learning.data import normalize_answer
 
     doc = events.make_event(
         events.FEEDBACK, request_id=original[events.REQUEST_ID], question=original.get(events.QUESTION),

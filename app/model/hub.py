@@ -15,7 +15,7 @@ LARGE_MODEL = "Salesforce/blip-vqa-capfilt-large"
 OFFLINE_HINT = (
     "The Hugging Face Hub cannot be reached from here. To run without it, use the small model "
     "that ships in models/blip-vqa-small (the default VQA_MODEL_DIR), or rebuild it with "
-    "`python scripts/build_base_model.py`."
+    "`python -m scripts.build_base_model`."
 )
 
 

@@ -20,8 +20,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from app.data import normalize_answer
-from app.images import open_dataset_image
+from app.learning.data import normalize_answer
+from app.model.vqa import unwrap_base
+from app.serving.images import open_dataset_image
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def vqa_loss(model, pixel_values: torch.Tensor, image_index: torch.Tensor, input
     which makes a batch of ~10 questions per image about 5x cheaper. LoRA layers, if any,
     live inside these modules, so PEFT models train through it unchanged.
     """
-    blip = model.get_base_model() if hasattr(model, "get_base_model") else model
+    blip = unwrap_base(model)
     image_embeds = blip.vision_model(pixel_values=pixel_values).last_hidden_state[image_index]
     image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long)
     question = blip.text_encoder(input_ids=input_ids, attention_mask=attention_mask,

@@ -1,0 +1,4 @@
+"""Infrastructure the tests and `make up` start on this machine: a local Elasticsearch node.
+
+Nothing here is part of the service; it stands up the real parts the service talks to.
+"""
