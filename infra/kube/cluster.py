@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
+import contextlib
 import datetime
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.kube.build import CACHE_ROOT, bin_dir, build, kubernetes_version, kwok_config_dir
+from infra.kube.build import CACHE_ROOT, COMPONENTS, bin_dir, build, kubernetes_version, kwok_config_dir
 
 DEFAULT_WORKDIR = CACHE_ROOT / "cluster"
 NODE_NAME = "kwok-node-0"
@@ -72,10 +74,13 @@ class ClusterOptions:
     node_memory: str = "64Gi"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (all held open while choosing, so none repeats)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
 
 
 # --- certificates -------------------------------------------------------------------------------------------
@@ -254,19 +259,15 @@ class KubeCluster:
     # -- lifecycle
     def start(self) -> KubeCluster:
         started = time.monotonic()
-        missing = [b for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
-                               "kwok", "metrics-server") if not (self.bin / b).is_file()]
+        missing = [b for c in COMPONENTS for b in c.binaries if not (self.bin / b).is_file()]
         if missing:
             raise ClusterError(f"{', '.join(missing)} not built in {self.bin}: run `python -m infra.kube.build`")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for stale in ("etcd-data", "logs"):
-            if (self.workdir / stale).exists():
-                import shutil
-
-                shutil.rmtree(self.workdir / stale)
+        for stale in ("etcd-data", "logs"):  # a workdir is reused by `make cluster`: start from an empty store
+            shutil.rmtree(self.workdir / stale, ignore_errors=True)
         pki = Pki.create(self.workdir / "pki")
-        self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "controller-manager",
-                                                     "scheduler", "kwok", "metrics-server")}
+        names = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok", "metrics-server")
+        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         write_kubeconfig(self.kubeconfig, self.server, pki)
         atexit.register(self.stop)
         try:
@@ -284,8 +285,11 @@ class KubeCluster:
 
     def stop(self) -> None:
         """Stop every process, newest first (the controllers before the API server before etcd)."""
+        started = time.monotonic()
         for process in reversed(self.processes):
             process.stop()
+        if self.processes:
+            log.info("test cluster stopped in %.1f s", time.monotonic() - started)
         self.processes.clear()
         atexit.unregister(self.stop)
 
@@ -507,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave processes behind
         cluster.stop()
     return 0
 
