@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -129,7 +129,7 @@ def run_pipeline(git_dir: Path, sha: str, run_id: str, settings: Settings, *, py
     return code
 
 
-def follow(log_path: Path, proc: subprocess.Popen[bytes], echo=print) -> None:
+def follow(log_path: Path, proc: subprocess.Popen[bytes], echo: Callable[[str], None] = print) -> None:
     """Print `log_path` as it grows until `proc` ends (Ctrl-C stops following, not the run)."""
     position = 0
     while True:
@@ -146,7 +146,8 @@ def follow(log_path: Path, proc: subprocess.Popen[bytes], echo=print) -> None:
         time.sleep(0.5)
 
 
-def handle_push(lines: Iterable[str], git_dir: Path, branch: str, settings: Settings, echo=print) -> int:
+def handle_push(lines: Iterable[str], git_dir: Path, branch: str, settings: Settings,
+                echo: Callable[[str], None] = print) -> int:
     """The post-receive hook: one background run per pushed commit of `branch`, followed to its end."""
     code = 0
     for line in lines:

@@ -54,7 +54,7 @@ class Component:
     packages: tuple[str, ...]
     binaries: tuple[str, ...]
     version_module: str  # the required module whose version the binaries report
-    cold_estimate: str  # measured on 2 cores (docs/BENCHMARKS.md), printed so a cold build does not look stuck
+    cold_estimate: str  # on 2 cores, idle to busy (docs/BENCHMARKS.md); printed so a cold build does not look stuck
 
     @property
     def module_dir(self) -> Path:
@@ -62,15 +62,15 @@ class Component:
 
 
 COMPONENTS = (
-    Component("etcd", (".",), ("etcd",), "go.etcd.io/etcd/server/v3", "1 to 2 min"),
+    Component("etcd", (".",), ("etcd",), "go.etcd.io/etcd/server/v3", "1 to 3 min"),
     Component("kubernetes",
               tuple(f"k8s.io/kubernetes/cmd/{b}" for b in
                     ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")),
               ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
-              "k8s.io/kubernetes", "5 to 8 min"),
-    Component("kwok", ("sigs.k8s.io/kwok/cmd/kwok",), ("kwok",), "sigs.k8s.io/kwok", "1 to 2 min"),
+              "k8s.io/kubernetes", "6 to 16 min"),
+    Component("kwok", ("sigs.k8s.io/kwok/cmd/kwok",), ("kwok",), "sigs.k8s.io/kwok", "2 to 5 min"),
     Component("metrics-server", ("sigs.k8s.io/metrics-server/cmd/metrics-server",), ("metrics-server",),
-              "sigs.k8s.io/metrics-server", "1 to 2 min"),
+              "sigs.k8s.io/metrics-server", "2 to 5 min"),
 )
 
 
