@@ -88,6 +88,8 @@ BAD_JSON = [
     ({"image_path": "/etc/passwd", "question": "what?"}, 400, "not absolute"),
     ({"image_path": "../../etc/passwd", "question": "what?"}, 400, "must not contain `..`"),
     ({"image_path": "test/999999.png", "question": "what?"}, 404, "no image at"),
+    ({"image_path": "x" * 5000, "question": "what?"}, 400, "the limit is 1024"),
+    ({"image_path": "y" * 1000, "question": "what?"}, 400, "cannot be used as a file name"),
     ({"image_base64": "%%%not base64%%%", "question": "what?"}, 400, "not valid base64"),
     ({"image_base64": base64.b64encode(b"plain text").decode(), "question": "what?"}, 400, "not an image"),
     ({"image_base64": base64.b64encode(png()[:100]).decode(), "question": "what?"}, 400, "truncated or corrupt"),
@@ -180,6 +182,38 @@ def test_feedback_records_a_labelled_event_once_per_request(client, app):
     assert events.document_id([e for e in shipped if e["event"] == "feedback"][-1]) == f"feedback-{rid}"
     assert client.post("/feedback", json={"request_id": "nope", "answer": "red"}).status_code == 404
     assert client.post("/feedback", json={"request_id": rid}).status_code == 400
+
+
+def test_feedback_token_when_set_is_required(settings, null_shipper):
+    """With VQA_FEEDBACK_TOKEN set, /feedback without it (or with a wrong one) is 401; with it, 200."""
+    from dataclasses import replace
+
+    from app import create_app
+
+    application = create_app(replace(settings, feedback_token="fb-s3cret"), shipper=null_shipper)
+    try:
+        assert application.extensions["vqa"].models.wait_ready(60)
+        c = application.test_client()
+        rid = c.post("/predict", json={"image_path": "test/0.png", "question": "what shape is in the image?"}
+                     ).get_json()["request_id"]
+        label = {"request_id": rid, "answer": "circle"}
+        anonymous = c.post("/feedback", json=label)
+        assert anonymous.status_code == 401 and "VQA_FEEDBACK_TOKEN" in anonymous.get_json()["error"]
+        assert c.post("/feedback", json=label, headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert [e for e in null_shipper.events if e["event"] == "feedback"] == []
+        ok = c.post("/feedback", json=label, headers={"Authorization": "Bearer fb-s3cret"})
+        assert ok.status_code == 200 and ok.get_json()["correct_answer"] == "circle"
+        assert "fb-s3cret" not in str(application.extensions["vqa"].settings)
+    finally:
+        application.extensions["vqa"].close()
+
+
+def test_openapi_description_names_every_route(client, app):
+    """/openapi.json is OpenAPI 3 and describes each route the app serves (but the static ones)."""
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    served = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    assert served == set(spec["paths"])
 
 
 def test_health_readiness_and_metrics(client):

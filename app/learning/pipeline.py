@@ -139,7 +139,7 @@ def image_names(run: Run) -> dict[str, str]:
 
 def stage_build_images(run: Run) -> str:
     if not run.settings.pipeline_build_images:
-        raise StageSkipped("VQA_PIPELINE_BUILD_IMAGES is 0 (set it to 1 to build images in local runs)")
+        raise StageSkipped("VQA_PIPELINE_BUILD_IMAGES is false (set it to true to build images in local runs)")
     if not _docker_ready():
         raise StageSkipped("no Docker engine answers `docker info`")
     names = image_names(run)
@@ -242,7 +242,7 @@ def stage_deploy(run: Run) -> str:
             raise StageFailed(f"`{' '.join(cmd)}` failed")
         detail += f"; applied playbooks/deploy.yml with tag {run.tag}"
     else:
-        detail += "; Kubernetes deploy skipped (VQA_KUBE_DEPLOY is 0)"
+        detail += "; Kubernetes deploy skipped (VQA_KUBE_DEPLOY is false)"
     return detail
 
 

@@ -14,6 +14,8 @@ from PIL import Image, UnidentifiedImageError
 
 from app.config import DEFAULT_MAX_IMAGE_PIXELS
 
+MAX_PATH_CHARS = 1024  # longer is no file name a client means; the file system's limit is near 4096
+
 
 class ImageInputError(ValueError):
     """The image reference or bytes cannot be used; `status` is the HTTP code to answer."""
@@ -38,12 +40,19 @@ def resolve_image_path(images_root: str | Path, image_path: str) -> Path:
     parts = Path(image_path).parts
     if ".." in parts:
         raise ImageInputError("`image_path` must not contain `..`; give a path inside the images root")
+    if len(image_path) > MAX_PATH_CHARS:
+        raise ImageInputError(f"`image_path` has {len(image_path)} characters; the limit is {MAX_PATH_CHARS}")
     root = Path(images_root).resolve()
-    candidate = (root / image_path).resolve()  # follows symlinks
-    if candidate != root and root not in candidate.parents:
-        raise ImageInputError("`image_path` resolves outside the images root (symlink); use a file inside it")
-    if not candidate.is_file():
-        raise ImageInputError(f"no image at `{image_path}` under the images root", status=404)
+    try:
+        candidate = (root / image_path).resolve()  # follows symlinks
+        if candidate != root and root not in candidate.parents:
+            raise ImageInputError("`image_path` resolves outside the images root (symlink); use a file inside it")
+        if not candidate.is_file():
+            raise ImageInputError(f"no image at `{image_path}` under the images root", status=404)
+    except OSError as exc:  # a name too long for the file system, ...: the client's path, not our fault
+        raise ImageInputError(f"`image_path` cannot be used as a file name here ({exc.strerror or exc})") from exc
+    except RuntimeError as exc:  # Python 3.11's resolve() on a loop of symlinks
+        raise ImageInputError("`image_path` runs into a loop of symlinks; use a file inside the images root") from exc
     return candidate
 
 
@@ -75,7 +84,11 @@ def load_image_file(images_root: str | Path, image_path: str, *,
                     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """Resolve `image_path` safely under the root and decode it."""
     path = resolve_image_path(images_root, image_path)
-    return decode_image(path.read_bytes(), max_pixels=max_pixels, name=f"image `{image_path}`")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # removed or made unreadable since it was resolved
+        raise ImageInputError(f"the image `{image_path}` cannot be read ({exc.strerror or exc})", status=404) from exc
+    return decode_image(data, max_pixels=max_pixels, name=f"image `{image_path}`")
 
 
 def open_dataset_image(images_root: str | Path, image_path: str) -> Image.Image:

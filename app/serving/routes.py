@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from app.events import schema as events
 from app.serving.images import ImageInputError, decode_image, load_image_file
+from app.serving.openapi import openapi_spec
 from app.serving.service import Service
 
 log = logging.getLogger(__name__)
@@ -146,12 +147,21 @@ def predict():
     return jsonify({k: doc[k] for k in events.RESPONSE_FIELDS if k in doc})
 
 
+def _bearer_ok(token: str) -> bool:
+    """Does the request carry `Authorization: Bearer <token>`? (constant-time comparison)"""
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
 @bp.post("/feedback")
 def feedback():
     svc = service()
     started = time.perf_counter()
     body: dict[str, Any] = {}
     try:
+        if svc.settings.feedback_token and not _bearer_ok(svc.settings.feedback_token):
+            raise RequestError("missing or wrong feedback token; send `Authorization: Bearer <VQA_FEEDBACK_TOKEN>`",
+                               status=401)
         if request.mimetype != "application/json":
             raise RequestError("send feedback as application/json: "
                                '{"request_id": "...", "answer": "the correct answer"}', status=415)
@@ -199,13 +209,21 @@ def readyz():
     else:
         model = {"status": "loading", "detail": f"loading {svc.settings.model_dir}"}
     es_status, es_detail = svc.shipper.health()
-    checks = {"model": model, "elasticsearch": {"status": es_status, "detail": es_detail}}
+    reload_status, reload_detail = svc.models.health()
+    checks = {"model": model, "elasticsearch": {"status": es_status, "detail": es_detail},
+              "adapter_reload": {"status": reload_status, "detail": reload_detail}}
     ready = model["status"] == "ok"
-    overall = "failing" if not ready else ("ok" if es_status in ("ok", "disabled") else "degraded")
+    healthy = es_status in ("ok", "disabled") and reload_status == "ok"
+    overall = "failing" if not ready else ("ok" if healthy else "degraded")
     body = {"status": overall, "checks": checks}
     if vqa is not None:
         body.update({events.MODEL_VERSION: vqa.model_version, events.ADAPTER_VERSION: vqa.adapter_version})
     return jsonify(body), 200 if ready else 503
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_spec(service().settings))
 
 
 @bp.get("/metrics")
@@ -219,8 +237,7 @@ def admin_reload():
     token = svc.settings.admin_token
     if not token:
         return error_response("the admin endpoint is disabled; set VQA_ADMIN_TOKEN to enable it", 403)
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    if not _bearer_ok(token):
         return error_response("missing or wrong admin token; send `Authorization: Bearer <VQA_ADMIN_TOKEN>`", 401)
     ok = svc.models.reload()
     vqa = svc.models.current
