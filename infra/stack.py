@@ -313,7 +313,10 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def up(settings: Settings, options: StackOptions) -> int:
     """Start the stack, print where everything is, supervise it until Ctrl-C or SIGTERM; 1 if it gave up."""
     stack = local_stack(settings, options)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # stop as on Ctrl-C: children first, then exit
+    # SIGTERM stops as Ctrl-C does: children first, then exit. SIGINT explicitly too: a shell starts a
+    # background job with SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         stack.start()
         print(_banner(stack, settings, options), flush=True)
@@ -325,6 +328,7 @@ def up(settings: Settings, options: StackOptions) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the shutdown short
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C may
         stack.stop()
     return 0
 
