@@ -81,3 +81,11 @@ def test_a_step_that_needs_root_without_root_or_sudo_stops_with_the_command_to_r
     lines = result.stderr.splitlines()
     assert any("needs root" in line and "cannot use sudo" in line for line in lines), result.stderr
     assert lines[-1] == f"[make_base_image]     bash {script} {tag}", result.stderr
+
+
+def test_without_apt_get_a_step_names_the_packages_it_needs_and_stops():
+    """On a system without apt-get, `need_apt` names the packages to install by other means and exits 1."""
+    script = f'STEP=probe; source "{CI / "lib.sh"}"; PATH=/nonexistent need_apt docker.io debootstrap; echo went-on'
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1 and "went-on" not in result.stdout
+    assert result.stderr.startswith("[probe] no apt-get here to install docker.io debootstrap:"), result.stderr

@@ -239,7 +239,10 @@ class ElasticsearchNode:
         if state == processes.LIVE:
             raise NodeError(f"a node already runs from {self.data_dir} (pid {pid})")
         if pid is not None:
-            log.warning("ignoring the stale pid file %s: pid %s is %s", self.pid_file, pid, state)
+            if self._proc is not None and self._proc.pid == pid:
+                log.info("the node this process started (pid %s) has exited; starting it again", pid)
+            else:
+                log.warning("ignoring the stale pid file %s: pid %s is %s", self.pid_file, pid, state)
             self.pid_file.unlink(missing_ok=True)
         build_dir = build(self.version)
         for sub in ("data", "logs", "tmp"):
