@@ -73,6 +73,10 @@ class Settings:
     recent_predictions: int = _setting(
         "VQA_RECENT_PREDICTIONS", 100_000, "Predictions remembered in memory for `POST /feedback` lookups."
     )
+    bind_host: str = _setting(
+        "VQA_BIND_HOST", "127.0.0.1",
+        "Address `make up` binds the service to; 0.0.0.0 exposes it to the network.",
+    )
     admin_token: str = _setting(
         "VQA_ADMIN_TOKEN", "",
         "Bearer token for `POST /admin/reload`; empty disables the endpoint.", secret=True,
