@@ -138,17 +138,6 @@ class ProcessChild(Child):
         return f"pid {self.proc.pid}" if self.proc is not None else "not started"
 
 
-def terminate(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL after `timeout`; always reaps."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    proc.wait()
-
-
 @dataclass
 class _Watch:
     child: Child
@@ -297,7 +286,7 @@ def local_stack(settings: Settings, options: StackOptions) -> Stack:
         children.append(ProcessChild(
             "watchdog",
             lambda: subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, **env()}, start_new_session=True),
-            terminate, own_group=True,
+            stop_service, own_group=True,
         ))
     return Stack(children, backoff=options.backoff)
 

@@ -70,11 +70,11 @@ def start_service(env: dict[str, str], port: int, *, host: str = "127.0.0.1", lo
 
 
 def stop_service(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM (gunicorn flushes the shipper on worker exit), then kill if it hangs."""
+    """SIGTERM (gunicorn flushes the shipper on worker exit), SIGKILL after `timeout`; always reaps."""
     if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+    proc.wait()
