@@ -145,7 +145,8 @@ class Settings:
         "WATCHDOG_TRIGGER", "jenkins", "`jenkins` or `local` (runs `python -m scripts.pipeline`)."
     )
     service_url: str = _setting(
-        "VQA_SERVICE_URL", "http://127.0.0.1:5000", "The service the local pipeline hot-reloads after promotion."
+        "VQA_SERVICE_URL", "http://127.0.0.1:5000",
+        "The service: the local pipeline hot-reloads it after promotion; the watchdog reads its `/drift/reference`."
     )
     jenkins_url: str = _setting("JENKINS_URL", "", "Jenkins base URL.")
     jenkins_user: str = _setting("JENKINS_USER", "", "Jenkins user that owns the API token.")

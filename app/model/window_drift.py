@@ -4,17 +4,20 @@ A signature is the vision signal projected on its main axes (PCA fitted on the t
 next to cheap pixel statistics the embedding may wash out (channel means and spreads, saturation,
 contrast). The reference keeps two samples of training signatures: an *index* and a *calibration*
 set. A request's novelty is the distance from its signature to its k-th nearest neighbour in the
-index; the calibration signatures' novelty is what in-distribution inputs score. The test asks
-whether a window's inputs are more novel than the calibration inputs: a one-sided rank-sum
-(Mann-Whitney) statistic, reported as an AUC (0.5: like the training data, 1.0: every input more
-novel than every training input), with a permutation p-value. Under no drift the window and the
-calibration set are exchangeable, so the false-alarm rate is the level the p-value is compared to.
+index, divided by how far those neighbours' own k-th neighbours are (a local outlier ratio: about
+1 anywhere inside the training data, however dense, and large outside it); the calibration
+signatures' novelty is what in-distribution inputs score. The test asks whether a window's inputs
+are more novel than the calibration inputs: a one-sided rank-sum (Mann-Whitney) statistic,
+reported as an AUC (0.5: like the training data, 1.0: every input more novel than every training
+input), with a permutation p-value. Under no drift the window and the calibration set are
+exchangeable, so the false-alarm rate is the level the p-value is compared to.
 
 Why novelty ranks and not a plain two-sample distance (MMD, energy): an adapter trained on clean
 and drifted images has a reference that mixes both, and traffic of either kind alone is then a
 different *distribution* from the reference (MMD rejects it every poll, so the watchdog would
-retrain forever) while it is no *novelty* to the model. Novelty ranks accept any mix of what the
-model was trained on and reject inputs unlike all of it.
+retrain forever) while it is no *novelty* to the model. The local ratio matters for the same
+reason: a raw neighbour distance is larger where the reference is sparser, so a window richer in
+the rarer kind would look novel too.
 """
 
 from __future__ import annotations
@@ -83,12 +86,6 @@ def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0.0)
 
 
-def kth_neighbour_distance(points: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:
-    """Distance from each point to its k-th nearest neighbour in `index`."""
-    d = _squared_distances(np.asarray(points, np.float64), np.asarray(index, np.float64))
-    return np.sqrt(np.partition(d, k - 1, axis=1)[:, k - 1])
-
-
 def _average_ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks, ties sharing their average rank (as the rank-sum test counts them)."""
     order = np.argsort(values, kind="stable")
@@ -144,10 +141,15 @@ class WindowReference:
         self.stats_std = np.asarray(stats_std, np.float32)
         self.index = np.asarray(index, np.float32).reshape(-1, self.dims)
         self.calibration = np.asarray(calibration, np.float32).reshape(-1, self.dims)
-        self.neighbours = int(min(neighbours, len(self.index)))
+        self.neighbours = int(min(neighbours, len(self.index) - 1))
         self.count = int(count)
         if self.neighbours < 1 or len(self.calibration) < 1:
-            raise WindowDriftError("a window reference needs at least one index and one calibration signature")
+            raise WindowDriftError("a window reference needs at least two index and one calibration signature")
+        within = _squared_distances(self.index.astype(np.float64), self.index.astype(np.float64))
+        np.fill_diagonal(within, np.inf)
+        # Each index signature's own k-th neighbour distance (itself left out): the local scale of the data.
+        self._index_radius = np.maximum(np.sqrt(np.partition(within, self.neighbours - 1, axis=1)
+                                                [:, self.neighbours - 1]), 1e-6)
         self._calibration_novelty = self.novelty(self.calibration)
 
     @property
@@ -165,8 +167,8 @@ class WindowReference:
         fewer images than index + calibration, the images are split half and half.
         """
         signals, stats = np.asarray(signals, np.float64), np.asarray(stats, np.float64)
-        if len(signals) != len(stats) or len(signals) < 2:
-            raise WindowDriftError(f"need matching signals and pixel stats of 2+ images, got {len(signals)} and "
+        if len(signals) != len(stats) or len(signals) < 3:
+            raise WindowDriftError(f"need matching signals and pixel stats of 3+ images, got {len(signals)} and "
                                    f"{len(stats)}")
         signal_mean, signal_std = signals.mean(axis=0), np.maximum(signals.std(axis=0), 1e-6)
         z = (signals - signal_mean) / signal_std
@@ -190,8 +192,11 @@ class WindowReference:
                         self.stats_mean, self.stats_std)
 
     def novelty(self, signatures: np.ndarray) -> np.ndarray:
-        """Distance of each signature to its k-th nearest neighbour among the index signatures."""
-        return kth_neighbour_distance(signatures, self.index, self.neighbours)
+        """Per signature: its k-th nearest neighbour distance in the index over those neighbours' own."""
+        d = _squared_distances(np.asarray(signatures, np.float64), self.index.astype(np.float64))
+        nearest = np.argpartition(d, self.neighbours - 1, axis=1)[:, :self.neighbours]
+        radius = np.sqrt(np.take_along_axis(d, nearest, axis=1).max(axis=1))
+        return radius / self._index_radius[nearest].mean(axis=1)
 
     def test(self, window: np.ndarray, *, permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0) -> WindowTest:
         """Test a window of signatures (one per request) against the calibration signatures.
@@ -214,7 +219,7 @@ class WindowReference:
             return np.asarray(a, np.float32).tolist()
 
         return {
-            "kind": "knn-novelty-rank-sum", "pixel_stats": list(PIXEL_STATS), "count": self.count,
+            "kind": "local-outlier-ratio-rank-sum", "pixel_stats": list(PIXEL_STATS), "count": self.count,
             "neighbours": self.neighbours,
             "signal_mean": floats(self.signal_mean), "signal_std": floats(self.signal_std),
             "components": floats(self.components), "component_std": floats(self.component_std),
