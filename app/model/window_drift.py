@@ -9,8 +9,8 @@ index, divided by how far those neighbours' own k-th neighbours are (a local out
 signatures' novelty is what in-distribution inputs score. The test asks whether a window's inputs
 are more novel than the calibration inputs: a one-sided rank-sum (Mann-Whitney) statistic,
 reported as an AUC (0.5: like the training data, 1.0: every input more novel than every training
-input), with a permutation p-value. Under no drift the window and the calibration set are
-exchangeable, so the false-alarm rate is the level the p-value is compared to.
+input), with its p-value. Under no drift the window and the calibration set are exchangeable, so
+the false-alarm rate is the level the p-value is compared to.
 
 Why novelty ranks and not a plain two-sample distance (MMD, energy): an adapter trained on clean
 and drifted images has a reference that mixes both, and traffic of either kind alone is then a
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,8 @@ DEFAULT_COMPONENTS = 8
 DEFAULT_INDEX_SIZE = 1000
 DEFAULT_CALIBRATION_SIZE = 1000
 DEFAULT_NEIGHBOURS = 5
-DEFAULT_PERMUTATIONS = 1000
+SMALL_WINDOW = 20  # fewer distinct inputs than this: permutation p-value instead of the normal approximation
+PERMUTATIONS = 2000
 DECIMALS = 4  # signatures are stored and shipped rounded: 16 short numbers per event
 _MIN_SPREAD = 1e-3  # a statistic constant in the training images must not divide by ~0
 
@@ -75,7 +77,7 @@ class WindowTest:
     p_value: float
     window_size: int  # distinct signatures tested (repeats of one image count once)
     reference_size: int  # calibration signatures
-    permutations: int
+    method: str  # "normal" (approximation) or "permutation"
 
     def rejects(self, alpha: float) -> bool:
         return self.p_value <= alpha
@@ -97,27 +99,38 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def rank_sum_test(window: np.ndarray, calibration: np.ndarray, *, permutations: int = DEFAULT_PERMUTATIONS,
-                  seed: int = 0) -> tuple[float, float]:
-    """One-sided rank-sum test that `window` values are larger than `calibration` values.
+def rank_sum_test(window: np.ndarray, calibration: np.ndarray, *, method: str | None = None,
+                  permutations: int = PERMUTATIONS, seed: int = 0) -> tuple[float, float, str]:
+    """One-sided Mann-Whitney test that `window` values are larger than `calibration` values.
 
-    Returns (AUC, p-value): AUC = U / (n m), Mann-Whitney's U over the product of the sizes; the
-    p-value is a Monte Carlo permutation p-value, (1 + #{permuted AUC >= observed}) / (1 + permutations),
-    which is never 0 and is exact in size: P(p <= alpha) <= alpha when the two are exchangeable.
+    Returns (AUC, p-value, method). AUC = U / (n m), Mann-Whitney's U over the product of the sizes.
+    From `SMALL_WINDOW` window values up, the p-value is U's normal approximation with tie and
+    continuity corrections (scipy.stats.mannwhitneyu's "asymptotic"), which resolves p-values far
+    below 1 / permutations; for smaller windows it is a Monte Carlo permutation p-value,
+    (1 + #{permuted AUC >= observed}) / (1 + permutations), exact in size. `method` ("normal" or
+    "permutation") overrides the choice.
     """
     window, calibration = np.asarray(window, np.float64), np.asarray(calibration, np.float64)
     n, m = len(window), len(calibration)
     if n == 0 or m == 0:
         raise WindowDriftError(f"the rank-sum test needs values on both sides, got {n} and {m}")
-    ranks = _average_ranks(np.concatenate([window, calibration]))
+    pooled = np.concatenate([window, calibration])
+    ranks = _average_ranks(pooled)
     offset = n * (n + 1) / 2.0
-    auc = (ranks[:n].sum() - offset) / (n * m)
+    u = ranks[:n].sum() - offset
+    auc = u / (n * m)
+    method = method or ("normal" if n >= SMALL_WINDOW else "permutation")
+    if method == "normal":
+        total = n + m
+        _, ties = np.unique(pooled, return_counts=True)
+        variance = n * m / 12.0 * ((total + 1) - float((ties ** 3 - ties).sum()) / (total * (total - 1)))
+        z = (u - n * m / 2.0 - 0.5) / math.sqrt(variance) if variance > 0 else 0.0
+        return float(auc), 0.5 * math.erfc(z / math.sqrt(2.0)), "normal"
     rng = np.random.default_rng(seed)
     # Each row of random keys orders the pooled values at random; its n smallest keys are a permuted window.
     chosen = np.argpartition(rng.random((permutations, n + m), dtype=np.float32), n - 1, axis=1)[:, :n]
-    null = (ranks[chosen].sum(axis=1) - offset) / (n * m)
-    p_value = (1 + int(np.count_nonzero(null >= auc - 1e-12))) / (permutations + 1)
-    return float(auc), float(p_value)
+    null = ranks[chosen].sum(axis=1) - offset
+    return float(auc), (1 + int(np.count_nonzero(null >= u - 1e-9))) / (permutations + 1), "permutation"
 
 
 def _project(signals, stats, signal_mean, signal_std, components, component_std, stats_mean, stats_std) -> np.ndarray:
@@ -198,7 +211,7 @@ class WindowReference:
         radius = np.sqrt(np.take_along_axis(d, nearest, axis=1).max(axis=1))
         return radius / self._index_radius[nearest].mean(axis=1)
 
-    def test(self, window: np.ndarray, *, permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0) -> WindowTest:
+    def test(self, window: np.ndarray, *, seed: int = 0) -> WindowTest:
         """Test a window of signatures (one per request) against the calibration signatures.
 
         Identical signatures (the same image asked several questions) count once: repeats are not
@@ -208,10 +221,9 @@ class WindowReference:
         if window.ndim != 2 or window.shape[1] != self.dims or len(window) == 0:
             raise WindowDriftError(f"a window is (requests, {self.dims}) signatures, got shape {window.shape}")
         distinct = np.unique(np.round(window, DECIMALS), axis=0)
-        auc, p_value = rank_sum_test(self.novelty(distinct), self._calibration_novelty,
-                                     permutations=permutations, seed=seed)
+        auc, p_value, method = rank_sum_test(self.novelty(distinct), self._calibration_novelty, seed=seed)
         return WindowTest(statistic=auc, p_value=p_value, window_size=len(distinct),
-                          reference_size=len(self.calibration), permutations=permutations)
+                          reference_size=len(self.calibration), method=method)
 
     # --- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from app.learning.data import normalize_answer
 from app.model.vqa import VQAModel
-from app.model.window_drift import DEFAULT_PERMUTATIONS, WindowDriftError
+from app.model.window_drift import WindowDriftError
 from app.serving.images import open_dataset_image
 from app.simulation.distortions import DRIFTS
 
@@ -70,8 +70,7 @@ def answer_split(vqa: VQAModel, frame: pd.DataFrame, images_root: Path, kind: st
 
 
 def evaluate_windows(vqa: VQAModel, answered: Sequence[AnsweredSplit], *, window_sizes: Sequence[int] = (50, 100, 200),
-                     windows: int = 200, alpha: float = 0.005, permutations: int = DEFAULT_PERMUTATIONS,
-                     seed: int = 0) -> list[WindowEvalRow]:
+                     windows: int = 200, alpha: float = 0.001, seed: int = 0) -> list[WindowEvalRow]:
     """Resample `windows` windows of each size from each kind's questions and test each against the reference."""
     reference = vqa.window_reference
     clean_accuracy = next(float(a.correct.mean()) for a in answered if a.kind == CLEAN)
@@ -80,7 +79,7 @@ def evaluate_windows(vqa: VQAModel, answered: Sequence[AnsweredSplit], *, window
     for split in answered:
         for size in window_sizes:
             results = [reference.test(split.signatures[rng.choice(len(split.signatures), size, replace=False)],
-                                      permutations=permutations, seed=i) for i in range(windows)]
+                                      seed=i) for i in range(windows)]
             accuracy = float(split.correct.mean())
             rows.append(WindowEvalRow(
                 kind=split.kind, window_size=size, windows=windows,
@@ -94,14 +93,14 @@ def evaluate_windows(vqa: VQAModel, answered: Sequence[AnsweredSplit], *, window
 
 
 def time_test(vqa: VQAModel, signatures: np.ndarray, *, events: int = 1000, repeats: int = 5,
-              permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0) -> float:
+              seed: int = 0) -> float:
     """Median seconds of one test over `events` requests' signatures (what one watchdog poll computes)."""
     rng = np.random.default_rng(seed)
     seconds = []
     for i in range(repeats):
         window = signatures[rng.choice(len(signatures), events, replace=events > len(signatures))]
         began = time.perf_counter()
-        vqa.window_reference.test(window, permutations=permutations, seed=i)
+        vqa.window_reference.test(window, seed=i)
         seconds.append(time.perf_counter() - began)
     return statistics.median(seconds)
 
