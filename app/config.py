@@ -139,6 +139,13 @@ class Settings:
     watchdog_drift_threshold: float = _setting(
         "WATCHDOG_DRIFT_THRESHOLD", 2.0, "Trigger when average drift_score rises above this."
     )
+    watchdog_drift_test_alpha: float = _setting(
+        "WATCHDOG_DRIFT_TEST_ALPHA", 0.001,
+        "Trigger `input_drift` when the window drift test's p-value is at most this (its false-alarm rate).",
+    )
+    watchdog_drift_test_max_events: int = _setting(
+        "WATCHDOG_DRIFT_TEST_MAX_EVENTS", 1000, "The window drift test uses at most this many newest inferences."
+    )
     watchdog_accuracy_threshold: float = _setting(
         "WATCHDOG_ACCURACY_THRESHOLD", 0.8, "Trigger when labelled-feedback accuracy falls below this."
     )
@@ -155,7 +162,8 @@ class Settings:
         choices=("jenkins", "local"),
     )
     service_url: str = _setting(
-        "VQA_SERVICE_URL", "http://127.0.0.1:5000", "The service the local pipeline hot-reloads after promotion."
+        "VQA_SERVICE_URL", "http://127.0.0.1:5000",
+        "The service: the local pipeline hot-reloads it after promotion; the watchdog reads its `/drift/reference`."
     )
     jenkins_url: str = _setting("JENKINS_URL", "", "Jenkins base URL.")
     jenkins_user: str = _setting("JENKINS_USER", "", "Jenkins user that owns the API token.")

@@ -254,3 +254,29 @@ def test_event_line_format_round_trips():
     assert json.loads(line.split(" ", 1)[1]) == doc
     with pytest.raises(ValueError):
         events.make_event(events.INFERENCE, not_a_field=1)
+
+
+def test_inference_events_carry_the_input_signature_the_served_reference_reads(client, app):
+    """The inference event holds the image's window-drift signature; /drift/reference serves its reference."""
+    from app.model.window_drift import WindowReference
+
+    body = client.post("/predict", json={"image_path": "test/0.png", "question": "what color is the shape?"})
+    assert events.SIGNATURE not in body.get_json()  # the response keeps its fields
+    [event] = [e for e in app.extensions["vqa"].shipper.events if e["event"] == "inference"]
+    served = client.get("/drift/reference")
+    assert served.status_code == 200
+    payload = served.get_json()
+    assert (payload["model_version"], payload["adapter_version"]) == (event["model_version"], "none")
+    reference = WindowReference.from_dict(payload["reference"])
+    assert len(event[events.SIGNATURE]) == reference.dims and all(isinstance(v, float) for v in event["signature"])
+    assert events.SIGNATURE not in app.extensions["vqa"].recent.get(event["request_id"])
+
+
+def test_drift_reference_of_a_model_without_one_is_a_404_that_says_how_to_make_it(client, app):
+    """A model with no window reference answers /drift/reference with 404 and the command that fits one."""
+    app.extensions["vqa"].models.current.window_reference = None
+    r = client.get("/drift/reference")
+    assert r.status_code == 404 and "scripts.fit_window_reference" in r.get_json()["error"]
+    body = client.post("/predict", json={"image_path": "test/0.png", "question": "what color is the shape?"})
+    assert body.status_code == 200
+    assert events.SIGNATURE not in app.extensions["vqa"].shipper.events[-1]

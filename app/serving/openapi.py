@@ -96,6 +96,11 @@ def openapi_spec(settings: Settings) -> dict[str, Any]:
                     "properties": {"status": {"type": "string"},
                                    "checks": {"type": "object", "additionalProperties": check}}}}}}
                 for code, text in (("200", "ready"), ("503", "not ready: a check is failing"))}}},
+            "/drift/reference": {"get": {"summary": "The serving model's window drift reference", "responses": {
+                "200": {"description": "what the watchdog tests windows of signatures against",
+                        "content": {"application/json": {"schema": {"type": "object", "required": [
+                            events.MODEL_VERSION, events.ADAPTER_VERSION, "reference"]}}}},
+                **_errors(404, 503)}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
                 "description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/openapi.json": {"get": {"summary": "This description", "responses": {"200": {

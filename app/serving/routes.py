@@ -136,9 +136,10 @@ def predict():
         events.INFERENCE, request_id=request_id, question=question, answer=pred.answer,
         quality_score=pred.quality_score, drift_score=pred.drift_score, latency_seconds=round(latency, 6),
         status=200, model_version=vqa.model_version, adapter_version=vqa.adapter_version, image_path=ref,
+        signature=pred.signature,
     )
     svc.emit(doc)
-    svc.recent.add(doc)
+    svc.recent.add({k: v for k, v in doc.items() if k != events.SIGNATURE})  # feedback never needs it
     svc.metrics.requests.labels(endpoint="/predict", status="200").inc()
     svc.metrics.latency.observe(latency)
     svc.metrics.quality.observe(pred.quality_score)
@@ -224,6 +225,20 @@ def readyz():
 @bp.get("/openapi.json")
 def openapi():
     return jsonify(openapi_spec(service().settings))
+
+
+@bp.get("/drift/reference")
+def drift_reference():
+    """The serving model's window drift reference: what the watchdog tests windows of signatures against."""
+    vqa = service().models.current
+    if vqa is None:
+        return error_response("the model is not loaded yet; retry when /readyz is ok", 503)
+    if vqa.window_reference is None:
+        return error_response(f"{vqa.model_version} with adapter {vqa.adapter_version} has no window drift "
+                              "reference (adapters get one when trained; for a base model run "
+                              "`python -m scripts.fit_window_reference`)", 404)
+    return jsonify({events.MODEL_VERSION: vqa.model_version, events.ADAPTER_VERSION: vqa.adapter_version,
+                    "reference": vqa.window_reference.to_dict()})
 
 
 @bp.get("/metrics")
