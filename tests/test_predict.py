@@ -238,12 +238,15 @@ def test_readyz_fails_while_the_model_cannot_load(settings, null_shipper):
 
     broken = Settings(**{**settings.__dict__, "model_dir": "/nonexistent/model"})
     application = create_app(broken, shipper=null_shipper)
-    application.extensions["vqa"].models.wait_ready(10)
-    c = application.test_client()
-    r = c.get("/readyz")
-    assert r.status_code == 503
-    assert "config.json missing" in r.get_json()["checks"]["model"]["detail"]
-    assert c.post("/predict", json={"image_path": "test/0.png", "question": "q"}).status_code == 503
+    try:
+        application.extensions["vqa"].models.wait_ready(10)
+        c = application.test_client()
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert "config.json missing" in r.get_json()["checks"]["model"]["detail"]
+        assert c.post("/predict", json={"image_path": "test/0.png", "question": "q"}).status_code == 503
+    finally:
+        application.extensions["vqa"].close()
 
 
 def test_event_line_format_round_trips():

@@ -88,8 +88,10 @@ class ModelHolder:
                 fresh = VQAModel.load(self.settings.model_dir, adapter,
                                       max_answer_tokens=self.settings.max_answer_tokens)
             except Exception as exc:  # whatever breaks a candidate (bad files, PEFT, torch), the old one serves on
-                self.error = f"cannot load model {self.settings.model_dir} / adapter {adapter}: {exc}"
-                log.error(self.error, exc_info=not isinstance(exc, (OSError, ValueError)))
+                error = f"cannot load model {self.settings.model_dir} / adapter {adapter}: {exc}"
+                if error != self.error:  # a model dir that stays broken is retried every poll, logged once
+                    log.error(error, exc_info=not isinstance(exc, (OSError, ValueError)))
+                self.error = error
                 if self.current is not None:
                     self.loaded_adapter = adapter  # do not retry a broken adapter every poll
                 return False
