@@ -38,6 +38,7 @@ ERROR_MESSAGE = "error"
 MODEL_VERSION = "model_version"
 ADAPTER_VERSION = "adapter_version"
 IMAGE_PATH = "image_path"
+BATCH_SIZE = "batch_size"  # requests answered together in the model call that answered this one
 # feedback
 CORRECT_ANSWER = "correct_answer"
 IS_CORRECT = "is_correct"
@@ -67,6 +68,7 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     MODEL_VERSION: {"type": "keyword"},
     ADAPTER_VERSION: {"type": "keyword"},
     IMAGE_PATH: {"type": "keyword"},
+    BATCH_SIZE: {"type": "short"},
     CORRECT_ANSWER: {"type": "keyword"},
     IS_CORRECT: {"type": "boolean"},
     DECISION: {"type": "keyword"},
@@ -80,7 +82,7 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     BUILD_ID: {"type": "keyword"},
 }
 
-# What /predict returns: these fields of the event, in this order.
+# What /predict returns: these fields of the event, in this order (then the feedback `receipt`).
 RESPONSE_FIELDS = (
     ANSWER, EVENT, LATENCY_SECONDS, QUALITY_SCORE, QUESTION,
     DRIFT_SCORE, REQUEST_ID, MODEL_VERSION, ADAPTER_VERSION,
