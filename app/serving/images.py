@@ -6,6 +6,7 @@ with and whose message tells the user what to change, without revealing server p
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from pathlib import Path
@@ -38,13 +39,19 @@ def resolve_image_path(images_root: str | Path, image_path: str) -> Path:
     parts = Path(image_path).parts
     if ".." in parts:
         raise ImageInputError("`image_path` must not contain `..`; give a path inside the images root")
-    root = Path(images_root).resolve()
-    candidate = (root / image_path).resolve()  # follows symlinks
-    if candidate != root and root not in candidate.parents:
+    root = _real_root(str(images_root))
+    candidate = os.path.realpath(os.path.join(root, image_path))  # follows symlinks
+    if not candidate.startswith(root.rstrip(os.sep) + os.sep):
         raise ImageInputError("`image_path` resolves outside the images root (symlink); use a file inside it")
-    if not candidate.is_file():
+    if not os.path.isfile(candidate):
         raise ImageInputError(f"no image at `{image_path}` under the images root", status=404)
-    return candidate
+    return Path(candidate)
+
+
+@functools.lru_cache(maxsize=16)
+def _real_root(images_root: str) -> str:
+    # Resolved once per root, not per request (a realpath walks every component of the path).
+    return os.path.realpath(images_root)
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, name: str = "image") -> Image.Image:
@@ -60,7 +67,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, nam
                     status=413,
                 )
             probe.load()  # decodes everything: truncated files fail here, not later
-            return probe.convert("RGB")
+            return probe if probe.mode == "RGB" else probe.convert("RGB")
     except ImageInputError:
         raise
     except Image.DecompressionBombError as exc:
