@@ -28,7 +28,8 @@ def on_starting(server):
     - PROMETHEUS_MULTIPROC_DIR, a fresh folder unless one is given (cleared: old files would count
       twice); prometheus_client reads it when a worker imports it, so it must be set here, first.
     - VQA_RECEIPT_KEY, so a receipt issued by one worker is accepted by the others.
-    - VQA_TORCH_THREADS, the cores split between the workers, so they do not oversubscribe the CPU.
+    - VQA_TORCH_THREADS=1 unless set: PyTorch's intra-op threads collapse as soon as another process
+      shares the cores (docs/BENCHMARKS.md); a worker per core (WEB_CONCURRENCY) uses them robustly.
     """
     global _made_metrics_dir
     if settings.metrics_dir:
@@ -42,8 +43,7 @@ def on_starting(server):
     if not settings.receipt_key:
         os.environ["VQA_RECEIPT_KEY"] = secrets.token_hex(32)
     if settings.torch_threads <= 0:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        os.environ["VQA_TORCH_THREADS"] = str(max(1, cores // max(1, server.cfg.workers)))
+        os.environ["VQA_TORCH_THREADS"] = "1"
 
 
 def child_exit(server, worker):

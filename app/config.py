@@ -52,7 +52,7 @@ class Settings:
     )
     torch_threads: int = _setting(
         "VQA_TORCH_THREADS", 0,
-        "CPU threads for PyTorch; 0: PyTorch's default (all cores), under gunicorn the cores shared by its workers.",
+        "CPU threads for PyTorch; 0: PyTorch's default (all cores), but 1 per worker under gunicorn.",
     )
     max_answer_tokens: int = _setting("VQA_MAX_ANSWER_TOKENS", 8, "Longest answer generated, in tokens.")
 

@@ -236,9 +236,10 @@ class Batcher:
     def _take(self) -> list[Job] | None:
         """Up to max_batch jobs, waiting (at most wait_ms) for more only when more are expected.
 
-        More are expected while requests are being parsed, and right after a batch of k (their
-        clients tend to come back, so the next batch waits for up to k). An idle service, whose
-        last batch was one request or ended a while ago, never waits.
+        More are expected while requests are being parsed, and right after a batch: its clients
+        tend to come back, so the next batch waits for them as well as for what is queued. (Without
+        that, concurrent clients settle into two cohorts answered in alternate half-size batches.)
+        An idle service, whose last batch was one request or ended a while ago, never waits.
         """
         with self._cond:
             while not self._jobs and not self._stopping:
@@ -246,7 +247,8 @@ class Batcher:
             if not self._jobs:
                 return None  # stopping, and nothing left to answer
             now = time.perf_counter()
-            expected = self._last_size if now - self._last_end < self.wait_s else 1
+            returning = self._last_size if now - self._last_end < self.wait_s and self._last_size > 1 else 0
+            expected = min(self.max_batch, returning + len(self._jobs))
             until = now + self.wait_s
             batch = self._pop(self.max_batch)
             while len(batch) < self.max_batch and (self._arriving > 0 or len(batch) < expected):
