@@ -92,7 +92,7 @@ class Settings:
     )
     max_batch: int = _setting("VQA_MAX_BATCH", 16, "Most requests answered together in one batched model call.")
     batch_wait_ms: float = _setting(
-        "VQA_BATCH_WAIT_MS", 5.0,
+        "VQA_BATCH_WAIT_MS", 10.0,
         "Longest wait for more requests to fill a batch, only while more are coming; an idle service never waits.",
     )
     queue_size: int = _setting(

@@ -44,6 +44,7 @@ class Level:
     p50_ms: float
     p95_ms: float
     non_2xx: int  # answers with another status, plus requests that got no answer at all
+    cpu_cores: float = float("nan")  # CPU the service's processes used meanwhile, in cores (Linux /proc)
 
 
 @dataclass
@@ -64,7 +65,7 @@ def _pct(samples: list[float], q: float) -> float:
 
 
 def bare_model(settings: Settings, *, threads: tuple[int, ...] = (1,), batches: tuple[int, ...] = (1, 16),
-               n: int = 256) -> list[Bare]:
+               n: int = 256, test_split: bool = True) -> list[Bare]:
     """Throughput and per-call latency of `VQAModel.answer` per PyTorch thread count and batch size, on the
     request the load test sends (`seed request`, n copies) and on n test-split questions (`test split`)."""
     import torch
@@ -74,11 +75,10 @@ def bare_model(settings: Settings, *, threads: tuple[int, ...] = (1,), batches: 
     vqa = VQAModel.load(settings.model_dir, max_answer_tokens=settings.max_answer_tokens)
     rows = load_rows(Path(settings.data_dir) / CSV_NAME, split="test").sample(n=n, random_state=0)
     seed_image = load_image_file(settings.images_root, SEED_REQUEST["image_path"])
-    inputs = {
-        "seed request": ([seed_image] * n, [SEED_REQUEST["question"]] * n),
-        "test split": ([load_image_file(settings.images_root, p) for p in rows["image_path"]],
-                       rows["question"].tolist()),
-    }
+    inputs = {"seed request": ([seed_image] * n, [SEED_REQUEST["question"]] * n)}
+    if test_split:
+        inputs["test split"] = ([load_image_file(settings.images_root, p) for p in rows["image_path"]],
+                                rows["question"].tolist())
     before = torch.get_num_threads()
     out = []
     try:
@@ -141,13 +141,33 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
             _warm_up(url, workers)
             out = []
             for concurrency, seconds in levels:
+                cpu_before, began = cpu_seconds(proc.pid), time.monotonic()
                 level = hey(url, SEED_REQUEST, concurrency, seconds, workers=workers)
+                level.cpu_cores = round((cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - began), 2)
                 log(f"  {workers} worker(s), c{concurrency:<3} {level.requests_per_s:7.1f} req/s  "
-                    f"p50 {level.p50_ms:7.2f} ms  p95 {level.p95_ms:7.2f} ms  non-2xx {level.non_2xx}")
+                    f"p50 {level.p50_ms:7.2f} ms  p95 {level.p95_ms:7.2f} ms  non-2xx {level.non_2xx}  "
+                    f"CPU {level.cpu_cores:.2f} cores")
                 out.append(level)
             return out
         finally:
             stop_service(proc)
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of process `root` and its children so far (gunicorn's master and workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == root or ppid == root:
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 def _warm_up(url: str, workers: int) -> None:
@@ -190,6 +210,14 @@ def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0,
             f"p50 {b.p50_ms:7.2f} ms/call  p95 {b.p95_ms:7.2f} ms/call")
     result: dict = {"bare": [asdict(b) for b in bare], "service": {}, "ratios": {}}
     for count in workers:
+        # The machine's other load drifts: measure the bare model again right before each service run,
+        # and compare with the best of all bare runs.
+        again = bare_model(settings, threads=(settings.torch_threads or 1,), n=128, test_split=False)
+        for b in again:
+            log(f"  bare again: {b.threads} thread(s) batch {b.batch:<3} {b.requests_per_s:7.1f} req/s  "
+                f"p50 {b.p50_ms:7.2f} ms/call")
+        bare += again
+        result["bare"] += [asdict(b) for b in again]
         log(f"service, {count} worker(s) ({settings.torch_threads or 1} PyTorch thread each), hey on {SEED_REQUEST}:")
         levels = load_levels(settings, count, [(1, seconds), (16, seconds), (50, c50_seconds)], log=log)
         result["service"][count] = [asdict(level) for level in levels]
