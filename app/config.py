@@ -54,7 +54,10 @@ class Settings:
         "VQA_IMAGES_ROOT", str(REPO_ROOT / "data" / "images"),
         "`image_path` in requests and in the CSV is relative to this folder; nothing outside it is read.",
     )
-    torch_threads: int = _setting("VQA_TORCH_THREADS", 0, "CPU threads for PyTorch; 0 keeps PyTorch's default.")
+    torch_threads: int = _setting(
+        "VQA_TORCH_THREADS", 0,
+        "CPU threads for PyTorch; 0: PyTorch's default (all cores), but 1 per worker under gunicorn.",
+    )
     max_answer_tokens: int = _setting("VQA_MAX_ANSWER_TOKENS", 8, "Longest answer generated, in tokens.")
 
     # --- request limits -------------------------------------------------------------
@@ -85,6 +88,36 @@ class Settings:
         "VQA_FEEDBACK_TOKEN", "",
         "Bearer token `POST /feedback` requires (labels become training data); empty: open to whoever reaches "
         "the service.", secret=True,
+    )
+    receipt_key: str = _setting(
+        "VQA_RECEIPT_KEY", "",
+        "Key that signs the `receipt` each answer carries, so any worker or replica accepts its `POST /feedback`; "
+        "give every replica the same one. Empty: gunicorn makes one per start, shared by its workers.", secret=True,
+    )
+
+    # --- serving: processes, threads and dynamic batching ------------------------------
+    web_concurrency: int = _setting(
+        "WEB_CONCURRENCY", 1, "gunicorn worker processes; each holds one copy of the model and batches on its own."
+    )
+    gunicorn_threads: int = _setting(
+        "GUNICORN_THREADS", 32,
+        "Request threads per worker; requests in flight beyond `VQA_MAX_BATCH` queue for the next batch.",
+    )
+    max_batch: int = _setting("VQA_MAX_BATCH", 16, "Most requests answered together in one batched model call.")
+    batch_wait_ms: float = _setting(
+        "VQA_BATCH_WAIT_MS", 10.0,
+        "Longest wait for more requests to fill a batch, only while more are coming; an idle service never waits.",
+    )
+    queue_size: int = _setting(
+        "VQA_QUEUE_SIZE", 64, "Requests a worker holds waiting for the model; beyond it `/predict` answers 503."
+    )
+    request_timeout_s: float = _setting(
+        "VQA_REQUEST_TIMEOUT_S", 10.0, "A request still waiting for the model after this many seconds answers 503."
+    )
+    metrics_dir: str = _setting(
+        "PROMETHEUS_MULTIPROC_DIR", "",
+        "Folder where several worker processes share their metrics (prometheus_client reads it too); "
+        "gunicorn sets a fresh one when empty.",
     )
 
     # --- Elasticsearch and event shipping -------------------------------------------

@@ -15,7 +15,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -203,6 +203,7 @@ class EventShipper:
         self._backoff_max = backoff_max
         self._counts = dict.fromkeys(STAT_KEYS, 0)
         self._counts_lock = threading.Lock()
+        self.on_count: Callable[[str, int], None] | None = None  # metrics hook, called from the delivery thread
         self._stop = threading.Event()
         self._thread: SupervisedThread | None = None
         self._client: Elasticsearch | None = None
@@ -443,6 +444,8 @@ class EventShipper:
         if n:
             with self._counts_lock:
                 self._counts[key] += n
+            if self.on_count is not None:
+                self.on_count(key, n)
 
     def _due(self) -> bool:
         return time.monotonic() >= self._retry_at

@@ -6,8 +6,10 @@ with and whose message tells the user what to change, without revealing server p
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import stat
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -42,18 +44,25 @@ def resolve_image_path(images_root: str | Path, image_path: str) -> Path:
         raise ImageInputError("`image_path` must not contain `..`; give a path inside the images root")
     if len(image_path) > MAX_PATH_CHARS:
         raise ImageInputError(f"`image_path` has {len(image_path)} characters; the limit is {MAX_PATH_CHARS}")
-    root = Path(images_root).resolve()
+    root = _real_root(str(images_root))
+    candidate = os.path.realpath(os.path.join(root, image_path))  # follows symlinks
+    if not candidate.startswith(root.rstrip(os.sep) + os.sep):
+        raise ImageInputError("`image_path` resolves outside the images root (symlink); use a file inside it")
     try:
-        candidate = (root / image_path).resolve()  # follows symlinks
-        if candidate != root and root not in candidate.parents:
-            raise ImageInputError("`image_path` resolves outside the images root (symlink); use a file inside it")
-        if not candidate.is_file():
-            raise ImageInputError(f"no image at `{image_path}` under the images root", status=404)
-    except OSError as exc:  # a name too long for the file system, ...: the client's path, not our fault
+        mode = os.stat(candidate).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = 0
+    except OSError as exc:  # a name too long for the file system, a loop of links: the client's path, not our fault
         raise ImageInputError(f"`image_path` cannot be used as a file name here ({exc.strerror or exc})") from exc
-    except RuntimeError as exc:  # Python 3.11's resolve() on a loop of symlinks
-        raise ImageInputError("`image_path` runs into a loop of symlinks; use a file inside the images root") from exc
-    return candidate
+    if not stat.S_ISREG(mode):
+        raise ImageInputError(f"no image at `{image_path}` under the images root", status=404)
+    return Path(candidate)
+
+
+@functools.lru_cache(maxsize=16)
+def _real_root(images_root: str) -> str:
+    # Resolved once per root, not per request (a realpath walks every component of the path).
+    return os.path.realpath(images_root)
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, name: str = "image") -> Image.Image:
@@ -69,7 +78,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, nam
                     status=413,
                 )
             probe.load()  # decodes everything: truncated files fail here, not later
-            return probe.convert("RGB")
+            return probe if probe.mode == "RGB" else probe.convert("RGB")
     except ImageInputError:
         raise
     except Image.DecompressionBombError as exc:

@@ -40,6 +40,7 @@ def openapi_spec(settings: Settings) -> dict[str, Any]:
             events.QUESTION: {"type": "string"}, events.DRIFT_SCORE: {"type": "number", "nullable": True},
             events.REQUEST_ID: {"type": "string"}, events.MODEL_VERSION: {"type": "string"},
             events.ADAPTER_VERSION: {"type": "string"},
+            "receipt": {"type": "string", "description": "Signed; send it with POST /feedback."},
         },
     }
     json_predict = {
@@ -57,8 +58,10 @@ def openapi_spec(settings: Settings) -> dict[str, Any]:
                        "image_path": image_path},
     }
     feedback = {
-        "type": "object", "required": [events.REQUEST_ID, "answer"],
-        "properties": {events.REQUEST_ID: {"type": "string", "minLength": 1,
+        "type": "object", "required": ["answer"],
+        "description": "Give the `receipt` /predict returned (any worker or replica accepts it), or its `request_id`.",
+        "properties": {"receipt": {"type": "string", "minLength": 1, "description": "The receipt /predict returned."},
+                       events.REQUEST_ID: {"type": "string", "minLength": 1,
                                            "description": "The request_id /predict returned."},
                        "answer": {"type": "string", "minLength": 1, "description": "The correct answer."}},
     }

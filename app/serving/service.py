@@ -1,4 +1,4 @@
-"""What one running service holds: the current model (hot-swappable), recent predictions, the shipper.
+"""What one running service holds: the current model (hot-swappable), the batcher, recent predictions, the shipper.
 
 The model is swapped by replacing one reference after the new one is fully loaded, so a
 request in flight finishes on the model it started with and no request ever fails at a switch.
@@ -17,6 +17,8 @@ from app.config import Settings
 from app.events import schema as events
 from app.model.registry import current_adapter_dir
 from app.model.vqa import VQAModel
+from app.serving.batching import Batcher
+from app.serving.receipts import Receipts
 from app.threads import SupervisedThread
 
 log = logging.getLogger(__name__)
@@ -130,9 +132,21 @@ class Service:
         self.recent = RecentPredictions(settings.recent_predictions)
         self.shipper = shipper
         self.metrics = metrics
+        self.metrics.watch_shipper(shipper)
+        self.batcher = Batcher(
+            lambda: self.models.current, max_batch=settings.max_batch, wait_ms=settings.batch_wait_ms,
+            queue_size=settings.queue_size, timeout_s=settings.request_timeout_s, on_batch=metrics.observe_batch,
+        )
+        self.receipts = Receipts(settings.receipt_key)
         self.started = time.time()
         self._es = None
         self.models.on_switch = self._log_switch
+
+    def start(self, *, load_model: bool = True) -> None:
+        """Start the model thread and, unless told not to, the background model load."""
+        self.batcher.start()
+        if load_model:
+            self.models.start()
 
     def emit(self, doc: dict[str, Any]) -> None:
         """Log the event line and hand it to the shipper (never waits for Elasticsearch)."""
@@ -163,7 +177,8 @@ class Service:
         return hits[0]["_source"] if hits else None
 
     def close(self) -> None:
-        """Stop watching for adapters and flush the shipper."""
+        """Answer what is queued, stop watching for adapters, and flush the shipper."""
+        self.batcher.stop()
         self.models.stop()
         self.shipper.close()
 
