@@ -39,6 +39,7 @@ MODEL_VERSION = "model_version"
 ADAPTER_VERSION = "adapter_version"
 IMAGE_PATH = "image_path"
 SIGNATURE = "signature"  # the input's window-drift signature: a short float array (app/model/window_drift.py)
+BATCH_SIZE = "batch_size"  # requests answered together in the model call that answered this one
 # feedback
 CORRECT_ANSWER = "correct_answer"
 IS_CORRECT = "is_correct"
@@ -75,6 +76,7 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     # indexed nor in doc values (which would sort the values). A dense_vector would fix its length
     # per index and reject every event of a model whose signature is longer.
     SIGNATURE: {"type": "float", "index": False, "doc_values": False},
+    BATCH_SIZE: {"type": "short"},
     CORRECT_ANSWER: {"type": "keyword"},
     IS_CORRECT: {"type": "boolean"},
     DECISION: {"type": "keyword"},
@@ -91,7 +93,7 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     BUILD_ID: {"type": "keyword"},
 }
 
-# What /predict returns: these fields of the event, in this order.
+# What /predict returns: these fields of the event, in this order (then the feedback `receipt`).
 RESPONSE_FIELDS = (
     ANSWER, EVENT, LATENCY_SECONDS, QUALITY_SCORE, QUESTION,
     DRIFT_SCORE, REQUEST_ID, MODEL_VERSION, ADAPTER_VERSION,

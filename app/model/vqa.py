@@ -28,6 +28,27 @@ def unwrap_base(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def _restore_cross_attention_mask(_module, args, kwargs):
+    # BlipTextLayer hands the cross-attention mask to its cross-attention as `attention_mask`, but
+    # BlipTextSelfAttention reads `encoder_attention_mask` for cross attention (transformers 5.x), so
+    # the mask is dropped and padded question tokens are attended to. Move it where it is read.
+    if kwargs.get("encoder_attention_mask") is None and kwargs.get("attention_mask") is not None:
+        kwargs = {**kwargs, "encoder_attention_mask": kwargs["attention_mask"]}
+    return args, kwargs
+
+
+def mask_cross_attention(blip) -> int:
+    """Make BLIP's text cross-attention honour its mask; returns how many attention modules it fixed."""
+    from transformers.models.blip.modeling_blip_text import BlipTextSelfAttention
+
+    fixed = 0
+    for name, module in blip.named_modules():
+        if isinstance(module, BlipTextSelfAttention) and name.endswith("crossattention.self"):
+            module.register_forward_pre_hook(_restore_cross_attention_mask, with_kwargs=True)
+            fixed += 1
+    return fixed
+
+
 class ModelLoadError(ValueError):
     """A model or adapter directory cannot be loaded; the message says which and why."""
 
@@ -66,6 +87,7 @@ class VQAModel:
         self._signal: VisionSignal | None = None
         self.blip.vision_model.embeddings.register_forward_hook(self._capture_patches, with_kwargs=True)
         self.blip.vision_model.register_forward_hook(self._capture_signal)
+        mask_cross_attention(self.blip)
 
     # --- loading ----------------------------------------------------------------------
     @classmethod
@@ -127,10 +149,25 @@ class VQAModel:
         return self.processor(images=rgb, text=questions, return_tensors="pt", padding=True)
 
     def forward(self, batch: dict[str, torch.Tensor]):
+        """Greedy answers for a batch, each as if it ran alone.
+
+        BlipForQuestionAnswering.generate gives the answer decoder a mask of ones over the question,
+        so in a batch it attends to the padding of shorter questions and answers differently than
+        one at a time; this runs the same three steps with the question's padding masked.
+        """
+        blip = self.blip
         with torch.inference_mode():
-            out = self.blip.generate(
-                pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"], max_new_tokens=self.max_answer_tokens,
+            image_embeds = blip.vision_model(pixel_values=batch["pixel_values"])[0]
+            image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+            question = blip.text_encoder(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                encoder_hidden_states=image_embeds, encoder_attention_mask=image_mask, return_dict=False,
+            )[0]
+            start = torch.full((question.size(0), 1), blip.decoder_start_token_id, device=question.device)
+            out = blip.text_decoder.generate(
+                input_ids=start, eos_token_id=blip.config.text_config.sep_token_id,
+                pad_token_id=blip.config.text_config.pad_token_id, encoder_hidden_states=question,
+                encoder_attention_mask=batch["attention_mask"], max_new_tokens=self.max_answer_tokens,
                 do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
             )
         return out, self._signal
