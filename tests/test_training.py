@@ -16,6 +16,7 @@ from app.learning.smallmodel import build_tokenizer
 from app.model.registry import ADAPTER_INFO_FILE, MODEL_INFO_FILE
 from app.model.scores import REFERENCE_FILE
 from app.model.vqa import VQAModel
+from app.model.window_drift import WINDOW_REFERENCE_FILE
 
 PY = sys.executable
 
@@ -41,10 +42,11 @@ def test_build_script_trains_a_loadable_model_in_a_few_steps(tmp_path, dataset_d
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["test"]["count"] == 20 and 0 <= summary["test"]["accuracy"] <= 1
-    for name in ("config.json", "model.safetensors", "processor_config.json", MODEL_INFO_FILE, REFERENCE_FILE):
+    for name in ("config.json", "model.safetensors", "processor_config.json", MODEL_INFO_FILE, REFERENCE_FILE,
+                 WINDOW_REFERENCE_FILE):
         assert (out / name).is_file(), name
     vqa = VQAModel.load(out)
-    assert vqa.model_version == summary["version"]
+    assert vqa.model_version == summary["version"] and vqa.window_reference.count == 4000
     info = json.loads((out / MODEL_INFO_FILE).read_text())
     assert info["train"]["vision_pretrain"]["steps"] == 3 and info["train"]["steps"] == 3
 
@@ -64,15 +66,17 @@ def test_committed_small_model_meets_its_recorded_accuracy(small_model_dir, data
 
 
 def test_lora_training_saves_a_versioned_adapter_with_metadata(tiny_adapter, small_model_dir):
-    """train_adapter writes adapter_config.json, weights, metadata and a drift reference."""
+    """train_adapter writes adapter_config.json, weights, metadata and both input references."""
     cfg = json.loads((tiny_adapter / "adapter_config.json").read_text())
     assert cfg["r"] == 32 and "qkv" in cfg["target_modules"] and "patch_embedding" in cfg["target_modules"]
     info = json.loads((tiny_adapter / ADAPTER_INFO_FILE).read_text())
     assert info["version"] == tiny_adapter.name and info["rows"] == 64 and info["data_hash"]
     assert info["base_model"]["version"].startswith("blip-vqa-small")
-    assert (tiny_adapter / REFERENCE_FILE).is_file()
+    assert (tiny_adapter / REFERENCE_FILE).is_file() and (tiny_adapter / WINDOW_REFERENCE_FILE).is_file()
     vqa = VQAModel.load(small_model_dir, tiny_adapter)
     assert vqa.adapter_version == tiny_adapter.name
+    # The adapter's own sample (its few training images), not the base model's 4,000.
+    assert vqa.window_reference.count < 64
 
 
 def test_train_mini_is_deterministic_with_a_seed(tmp_path, dataset_dir, images_root, small_model_dir):

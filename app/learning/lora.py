@@ -76,7 +76,8 @@ def train_adapter(base_dir: Path, frame: pd.DataFrame, images_root: Path, adapte
     from app.learning.smallmodel import fit_references
 
     for reference in fit_references(vqa, encoded.pixel_values):
-        reference.save(out)
+        if reference is not None:
+            reference.save(out)
     info = {
         "version": out.name,
         "created": datetime.now(UTC).isoformat(),

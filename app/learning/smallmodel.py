@@ -24,7 +24,7 @@ from app.learning.training import encode_rows, fit, seed_everything
 from app.model.registry import MODEL_INFO_FILE
 from app.model.scores import DriftReference
 from app.model.vqa import VQAModel
-from app.model.window_drift import WindowReference
+from app.model.window_drift import WindowDriftError, WindowReference
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +96,18 @@ def build_untrained(texts: list[str], spec: SmallModelSpec, seed: int = 0):
 
 
 def fit_references(vqa: VQAModel, pixel_values: torch.Tensor,
-                   batch_size: int = 256) -> tuple[DriftReference, WindowReference]:
+                   batch_size: int = 256) -> tuple[DriftReference, WindowReference | None]:
     """Both input references of a model, from its distinct training images (one pass of the vision tower):
-    the per-request drift_score's moments and the window drift test's sample."""
+    the per-request drift_score's moments and the window drift test's sample (None from under 3 images)."""
     chunks = [vqa.vision_signals(pixel_values[i:i + batch_size]) for i in range(0, len(pixel_values), batch_size)]
     signals = np.concatenate([signal for signal, _ in chunks])
     stats = np.concatenate([pixels for _, pixels in chunks])
-    return DriftReference.fit(signals), WindowReference.fit(signals, stats)
+    try:
+        window = WindowReference.fit(signals, stats)
+    except WindowDriftError as exc:
+        log.warning("no window drift reference: %s", exc)
+        window = None
+    return DriftReference.fit(signals), window
 
 
 def pretrain_vision(model, encoded, frame: pd.DataFrame, *, steps: int, batch_size: int = 64, lr: float = 3e-4,
@@ -201,7 +206,8 @@ def build_small_model(csv_path: Path, images_root: Path, out_dir: Path, *, epoch
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     vqa.reference.save(out_dir)
-    vqa.window_reference.save(out_dir)
+    if vqa.window_reference is not None:
+        vqa.window_reference.save(out_dir)
     weights = b"".join(p.read_bytes() for p in sorted(out_dir.glob("*.safetensors")))
     info = {
         "version": f"blip-vqa-small-{hashlib.sha256(weights).hexdigest()[:8]}",

@@ -23,15 +23,12 @@ the rarer kind would look novel too.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 WINDOW_REFERENCE_FILE = "window_reference.json"
 PIXEL_STATS = ("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b", "saturation", "contrast")
