@@ -58,7 +58,8 @@ USER ${APP_UID}:${APP_UID}
 EXPOSE 5000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/healthz', timeout=4)"]
-# One worker (one model copy in memory), threads for concurrency; gunicorn.conf.py flushes queued
-# events on exit; the heartbeat file on tmpfs so a slow or read-only root filesystem cannot stall workers.
-CMD ["gunicorn", "--config", "/opt/vqa/gunicorn.conf.py", "--bind", "0.0.0.0:5000", "--workers", "1", \
-     "--threads", "4", "--timeout", "120", "--worker-tmp-dir", "/dev/shm", "app:create_app()"]
+# Workers, threads and batching come from the environment through gunicorn.conf.py (WEB_CONCURRENCY,
+# GUNICORN_THREADS, VQA_MAX_BATCH, ...; flags here would override them); it also flushes queued events on
+# exit. The heartbeat file on tmpfs so a slow or read-only root filesystem cannot stall workers.
+CMD ["gunicorn", "--config", "/opt/vqa/gunicorn.conf.py", "--bind", "0.0.0.0:5000", \
+     "--worker-tmp-dir", "/dev/shm", "app:create_app()"]

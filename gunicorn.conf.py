@@ -1,22 +1,66 @@
-"""Gunicorn settings for the VQA service; every value can be overridden on the command line.
+"""Gunicorn settings for the VQA service, from the same Settings as the app (WEB_CONCURRENCY, GUNICORN_THREADS, ...).
 
-One worker with threads by default: PyTorch already uses the cores, and one process keeps
-one copy of the model in memory.
+Command-line flags still override these. Each worker holds one model copy and batches its own
+requests; threads only carry requests to the worker's model thread, so there are many of them.
 """
 
 import os
+import secrets
+import shutil
+import tempfile
 
+from app.config import Settings
+
+settings = Settings.from_env()
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+workers = settings.web_concurrency
+threads = settings.gunicorn_threads
 timeout = 120
 graceful_timeout = 30
 accesslog = None
 
+_made_metrics_dir = None
+
+
+def on_starting(server):
+    """Before any worker starts: what the workers must share, put in the environment they inherit.
+
+    - PROMETHEUS_MULTIPROC_DIR, a fresh folder unless one is given (cleared: old files would count
+      twice); prometheus_client reads it when a worker imports it, so it must be set here, first.
+    - VQA_RECEIPT_KEY, so a receipt issued by one worker is accepted by the others.
+    - VQA_TORCH_THREADS=1 unless set: PyTorch's intra-op threads collapse as soon as another process
+      shares the cores (docs/BENCHMARKS.md); a worker per core (WEB_CONCURRENCY) uses them robustly.
+    """
+    global _made_metrics_dir
+    if settings.metrics_dir:
+        os.makedirs(settings.metrics_dir, exist_ok=True)
+        for name in os.listdir(settings.metrics_dir):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(settings.metrics_dir, name))
+    else:
+        _made_metrics_dir = tempfile.mkdtemp(prefix="vqa-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _made_metrics_dir
+    if not settings.receipt_key:
+        os.environ["VQA_RECEIPT_KEY"] = secrets.token_hex(32)
+    if settings.torch_threads <= 0:
+        os.environ["VQA_TORCH_THREADS"] = "1"
+
+
+def child_exit(server, worker):
+    """A worker ended (exit, crash or restart): its live gauges stop counting, its counters stay."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
 
 def worker_exit(server, worker):
-    """Flush queued events to Elasticsearch (or the spool) before the worker goes."""
+    """Answer what is queued and flush events to Elasticsearch (or the spool) before the worker goes."""
     app = getattr(worker, "wsgi", None)
     service = getattr(app, "extensions", {}).get("vqa") if app is not None else None
     if service is not None:
         service.close()
+
+
+def on_exit(server):
+    if _made_metrics_dir:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)

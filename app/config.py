@@ -21,8 +21,12 @@ class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
 
 
-def _setting(env: str, default: Any, doc: str, *, secret: bool = False) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc, "secret": secret})
+def _setting(env: str, default: Any, doc: str, *, secret: bool = False, choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc, "secret": secret, "choices": choices})
+
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,10 @@ class Settings:
         "VQA_IMAGES_ROOT", str(REPO_ROOT / "data" / "images"),
         "`image_path` in requests and in the CSV is relative to this folder; nothing outside it is read.",
     )
-    torch_threads: int = _setting("VQA_TORCH_THREADS", 0, "CPU threads for PyTorch; 0 keeps PyTorch's default.")
+    torch_threads: int = _setting(
+        "VQA_TORCH_THREADS", 0,
+        "CPU threads for PyTorch; 0: PyTorch's default (all cores), but 1 per worker under gunicorn.",
+    )
     max_answer_tokens: int = _setting("VQA_MAX_ANSWER_TOKENS", 8, "Longest answer generated, in tokens.")
 
     # --- request limits -------------------------------------------------------------
@@ -69,9 +76,48 @@ class Settings:
     recent_predictions: int = _setting(
         "VQA_RECENT_PREDICTIONS", 100_000, "Predictions remembered in memory for `POST /feedback` lookups."
     )
+    bind_host: str = _setting(
+        "VQA_BIND_HOST", "127.0.0.1",
+        "Address `make up` binds the service to; 0.0.0.0 exposes it to the network.",
+    )
     admin_token: str = _setting(
         "VQA_ADMIN_TOKEN", "",
         "Bearer token for `POST /admin/reload`; empty disables the endpoint.", secret=True,
+    )
+    feedback_token: str = _setting(
+        "VQA_FEEDBACK_TOKEN", "",
+        "Bearer token `POST /feedback` requires (labels become training data); empty: open to whoever reaches "
+        "the service.", secret=True,
+    )
+    receipt_key: str = _setting(
+        "VQA_RECEIPT_KEY", "",
+        "Key that signs the `receipt` each answer carries, so any worker or replica accepts its `POST /feedback`; "
+        "give every replica the same one. Empty: gunicorn makes one per start, shared by its workers.", secret=True,
+    )
+
+    # --- serving: processes, threads and dynamic batching ------------------------------
+    web_concurrency: int = _setting(
+        "WEB_CONCURRENCY", 1, "gunicorn worker processes; each holds one copy of the model and batches on its own."
+    )
+    gunicorn_threads: int = _setting(
+        "GUNICORN_THREADS", 32,
+        "Request threads per worker; requests in flight beyond `VQA_MAX_BATCH` queue for the next batch.",
+    )
+    max_batch: int = _setting("VQA_MAX_BATCH", 16, "Most requests answered together in one batched model call.")
+    batch_wait_ms: float = _setting(
+        "VQA_BATCH_WAIT_MS", 10.0,
+        "Longest wait for more requests to fill a batch, only while more are coming; an idle service never waits.",
+    )
+    queue_size: int = _setting(
+        "VQA_QUEUE_SIZE", 64, "Requests a worker holds waiting for the model; beyond it `/predict` answers 503."
+    )
+    request_timeout_s: float = _setting(
+        "VQA_REQUEST_TIMEOUT_S", 10.0, "A request still waiting for the model after this many seconds answers 503."
+    )
+    metrics_dir: str = _setting(
+        "PROMETHEUS_MULTIPROC_DIR", "",
+        "Folder where several worker processes share their metrics (prometheus_client reads it too); "
+        "gunicorn sets a fresh one when empty.",
     )
 
     # --- Elasticsearch and event shipping -------------------------------------------
@@ -103,12 +149,15 @@ class Settings:
     retrain_min_feedback: int = _setting(
         "VQA_RETRAIN_MIN_FEEDBACK", 50, "Labelled feedback rows needed to retrain on production data."
     )
-    pipeline_build_images: int = _setting(
-        "VQA_PIPELINE_BUILD_IMAGES", 0, "1: the local pipeline builds the Docker images (slow); 0: skipped."
+    pipeline_build_images: bool = _setting(
+        "VQA_PIPELINE_BUILD_IMAGES", False,
+        "true: the local pipeline builds the Docker images (slow); false: skipped. Booleans take 1/0, true/false, "
+        "yes/no, on/off.",
     )
     image_registry: str = _setting("VQA_IMAGE_REGISTRY", "", "Registry to push images to; empty: push is skipped.")
-    kube_deploy: int = _setting(
-        "VQA_KUBE_DEPLOY", 0, "1: the deploy stage also runs the Ansible playbook against the current kube context."
+    kube_deploy: bool = _setting(
+        "VQA_KUBE_DEPLOY", False,
+        "true: the deploy stage also runs the Ansible playbook against the current kube context.",
     )
 
     # --- watchdog -------------------------------------------------------------------
@@ -123,6 +172,13 @@ class Settings:
     watchdog_drift_threshold: float = _setting(
         "WATCHDOG_DRIFT_THRESHOLD", 2.0, "Trigger when average drift_score rises above this."
     )
+    watchdog_drift_test_alpha: float = _setting(
+        "WATCHDOG_DRIFT_TEST_ALPHA", 0.001,
+        "Trigger `input_drift` when the window drift test's p-value is at most this (its false-alarm rate).",
+    )
+    watchdog_drift_test_max_events: int = _setting(
+        "WATCHDOG_DRIFT_TEST_MAX_EVENTS", 1000, "The window drift test uses at most this many newest inferences."
+    )
     watchdog_accuracy_threshold: float = _setting(
         "WATCHDOG_ACCURACY_THRESHOLD", 0.8, "Trigger when labelled-feedback accuracy falls below this."
     )
@@ -135,10 +191,12 @@ class Settings:
         "Where the watchdog keeps its last trigger and build across restarts.",
     )
     watchdog_trigger: str = _setting(
-        "WATCHDOG_TRIGGER", "jenkins", "`jenkins` or `local` (runs `python -m scripts.pipeline`)."
+        "WATCHDOG_TRIGGER", "jenkins", "`jenkins` or `local` (runs `python -m scripts.pipeline`).",
+        choices=("jenkins", "local"),
     )
     service_url: str = _setting(
-        "VQA_SERVICE_URL", "http://127.0.0.1:5000", "The service the local pipeline hot-reloads after promotion."
+        "VQA_SERVICE_URL", "http://127.0.0.1:5000",
+        "The service: the local pipeline hot-reloads it after promotion; the watchdog reads its `/drift/reference`."
     )
     jenkins_url: str = _setting("JENKINS_URL", "", "Jenkins base URL.")
     jenkins_user: str = _setting("JENKINS_USER", "", "Jenkins user that owns the API token.")
@@ -157,6 +215,12 @@ class Settings:
             values[f.name] = _coerce(f, raw)
         values.update(overrides)
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata["choices"]
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.metadata['env']}={getattr(self, f.name)!r} is not one of: {', '.join(choices)}")
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in a child process."""
@@ -179,6 +243,12 @@ FIELDS = dataclasses.fields(Settings)
 
 def _coerce(f: dataclasses.Field, raw: str) -> Any:
     kind = type(f.default)
+    if kind is bool:
+        word = raw.strip().lower()
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            return word in TRUE_WORDS
+        words = ", ".join(TRUE_WORDS + FALSE_WORDS)
+        raise ConfigError(f"{f.metadata['env']}={raw!r} is not a boolean: use one of {words}")
     try:
         if kind is int:
             return int(raw)
@@ -196,6 +266,8 @@ def markdown_table() -> str:
         default = f.default
         if isinstance(default, str) and default.startswith(str(REPO_ROOT)):
             default = default.replace(str(REPO_ROOT) + os.sep, "")
+        if isinstance(default, bool):
+            default = str(default).lower()
         shown = f"`{default}`" if default != "" else "(empty)"
         rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['doc']} |")
     return "\n".join(rows)

@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILES = [REPO / "Dockerfile.app", REPO / "Dockerfile.model"]
 SCRIPTS = [REPO / "docker" / "make_base_image.sh", REPO / "docker" / "entrypoint-model.sh",
-           REPO / "docker" / "build_images.sh", REPO / ".ci" / "install_docker.sh", REPO / ".ci" / "install_kube.sh"]
+           REPO / "docker" / "build_images.sh"]  # .ci/ scripts: tests/test_prereqs.py
 
 
 def tool(name: str, package: str) -> str:
@@ -110,12 +110,19 @@ def test_process_is_started_in_exec_form(dockerfile: Path, keyword: str) -> None
 
 
 def test_app_runs_gunicorn_on_port_5000_with_the_app_factory() -> None:
-    """The app image serves `app:create_app()` with gunicorn on 5000, one worker, four threads."""
+    """The app image serves `app:create_app()` with gunicorn on 5000, its config file in charge of the rest."""
     argv = json.loads(values(DOCKERFILES[0], "CMD")[0])
     assert argv[0] == "gunicorn" and argv[-1] == "app:create_app()"
     assert argv[argv.index("--bind") + 1] == "0.0.0.0:5000"
-    assert (argv[argv.index("--workers") + 1], argv[argv.index("--threads") + 1]) == ("1", "4")
+    assert argv[argv.index("--config") + 1] == "/opt/vqa/gunicorn.conf.py"
     assert values(DOCKERFILES[0], "EXPOSE") == ["5000"]
+
+
+def test_app_command_leaves_workers_threads_and_timeouts_to_the_environment() -> None:
+    """No CMD flag overrides what gunicorn.conf.py reads from WEB_CONCURRENCY, GUNICORN_THREADS and Settings."""
+    argv = json.loads(values(DOCKERFILES[0], "CMD")[0])
+    for flag in ("--workers", "-w", "--threads", "--timeout", "-t", "--worker-class", "-k"):
+        assert flag not in argv, f"{flag} in CMD would override gunicorn.conf.py"
 
 
 def test_app_healthcheck_probes_healthz_without_curl() -> None:

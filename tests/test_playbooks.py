@@ -305,6 +305,8 @@ def test_configmaps_and_secrets_use_only_settings_variables(manifests: list[Mani
     assert {"VQA_MODEL_DIR", "VQA_ADAPTERS_DIR", "VQA_IMAGES_ROOT", "ES_URL", "ES_INDEX_PREFIX"} <= set(
         configmaps[0].obj["data"])
     assert {"WATCHDOG_TRIGGER", "JENKINS_URL", "JENKINS_USER", "JENKINS_JOB"} <= set(configmaps[1].obj["data"])
+    # The watchdog asks the service, by its Service name, for the window drift reference.
+    assert configmaps[1].obj["data"]["VQA_SERVICE_URL"] == "http://vqa-app:5000"
     for secret in (m for m in manifests if m.kind == "Secret"):
         assert not secret.obj.get("stringData") and not secret.obj.get("data"), f"{secret} has default values"
 

@@ -87,3 +87,102 @@ def test_admin_reload_needs_the_token(server):
     assert bad.status_code == 401
     ok = requests.post(f"{base}/admin/reload", headers={"Authorization": "Bearer s3cret-token"}, timeout=60)
     assert ok.status_code == 200 and ok.json()["adapter_version"] == "none"
+
+
+# --- several workers -------------------------------------------------------------------------
+@pytest.fixture
+def two_workers(settings, tmp_path, gunicorn):
+    """gunicorn with WEB_CONCURRENCY=2 and its metrics folder where the test can see it; (URL, that folder)."""
+    metrics_dir = tmp_path / "metrics"
+    base = gunicorn({**settings.to_env(), "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+                    threads=8)
+    log = tmp_path / f"gunicorn-{base.rsplit(':', 1)[1]}.log"
+    deadline = time.monotonic() + 90
+    while log.read_text().count("loaded model") < 2 and time.monotonic() < deadline:  # /readyz saw one of them
+        time.sleep(0.2)
+    assert log.read_text().count("loaded model") == 2
+    return base, metrics_dir
+
+
+def worker_pids(metrics_dir) -> set[int]:
+    """Pids of the workers that wrote metrics (prometheus_client names its files `<kind>_<pid>.db`)."""
+    return {int(p.stem.rsplit("_", 1)[1]) for p in metrics_dir.glob("*.db")}
+
+
+def counted(base: str, endpoint: str = "/predict", status: str = "200") -> float:
+    """vqa_requests_total for one endpoint and status, from a fresh connection (any worker may answer)."""
+    text = requests.get(f"{base}/metrics", timeout=10, headers={"Connection": "close"}).text
+    line = f'vqa_requests_total{{endpoint="{endpoint}",status="{status}"}} '
+    return float(next((row[len(line):] for row in text.splitlines() if row.startswith(line)), "0"))
+
+
+def answered_per_worker(metrics_dir) -> dict[int, float]:
+    """Each worker's own count of answered /predict requests, read from its metrics file alone."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    counts = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        samples = [s for m in MultiProcessCollector.merge([str(path)]) for s in m.samples]
+        counts[int(path.stem.rsplit("_", 1)[1])] = sum(
+            s.value for s in samples if s.name == "vqa_requests_total" and s.labels.get("status") == "200")
+    return counts
+
+
+def test_two_workers_report_the_same_totals_whichever_answers_the_scrape(two_workers):
+    """With WEB_CONCURRENCY=2 both workers answer, and every /metrics scrape counts the requests of both."""
+    base, metrics_dir = two_workers
+    sent = 0
+    with ThreadPoolExecutor(8) as pool:
+        while sent < 400 and not (len(answered_per_worker(metrics_dir)) == 2
+                                  and all(answered_per_worker(metrics_dir).values())):
+            assert [r.status_code for r in pool.map(lambda i: ask(base, i), range(sent, sent + 16))] == [200] * 16
+            sent += 16
+    per_worker = answered_per_worker(metrics_dir)
+    assert len(per_worker) == 2 and all(per_worker.values()) and sum(per_worker.values()) == sent
+    assert [counted(base) for _ in range(8)] == [float(sent)] * 8
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    assert "vqa_batch_size_count" in text and f"vqa_queue_wait_seconds_count {float(sent)}" in text
+
+
+def test_a_dead_worker_keeps_its_counts_and_drops_its_live_gauges(two_workers):
+    """After a worker exits, gunicorn's child_exit marks it dead: its requests stay counted, its live gauge goes."""
+    import os
+    import signal
+
+    base, metrics_dir = two_workers
+    for i in range(10):
+        assert ask(base, i).status_code == 200
+    gone = min(worker_pids(metrics_dir))
+    assert list(metrics_dir.glob(f"gauge_livesum_{gone}.db"))
+    os.kill(gone, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while list(metrics_dir.glob(f"gauge_livesum_{gone}.db")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not list(metrics_dir.glob(f"gauge_livesum_{gone}.db"))
+    assert counted(base) == 10.0
+
+
+def test_feedback_reaches_any_worker_at_once_with_the_receipt(two_workers):
+    """Feedback sent on a fresh connection right after each answer is accepted by whichever worker gets it."""
+    base, _ = two_workers
+    labelled = []
+    for i in range(12):
+        body = ask(base, i).json()
+        r = requests.post(f"{base}/feedback", json={"request_id": body["request_id"], "receipt": body["receipt"],
+                                                    "answer": body["answer"]},
+                          headers={"Connection": "close"}, timeout=10)
+        labelled.append((r.status_code, r.json().get("request_id") == body["request_id"]))
+    assert labelled == [(200, True)] * 12
+    assert counted(base, "/feedback") == 12.0
+
+
+def test_gunicorn_config_reads_workers_threads_and_shared_settings(monkeypatch):
+    """gunicorn.conf.py takes workers and threads from WEB_CONCURRENCY and GUNICORN_THREADS (through Settings)."""
+    import runpy
+
+    from app.config import REPO_ROOT
+
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    monkeypatch.setenv("GUNICORN_THREADS", "24")
+    conf = runpy.run_path(str(REPO_ROOT / "gunicorn.conf.py"))
+    assert (conf["workers"], conf["threads"]) == (3, 24)

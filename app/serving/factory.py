@@ -55,12 +55,11 @@ def create_app(settings: Settings | None = None, *, shipper: Any = None, load_mo
 
     app = Flask(__name__)
     app.config.from_mapping(MAX_CONTENT_LENGTH=settings.max_content_length, JSON_SORT_KEYS=False)
-    service = Service(settings, shipper, Metrics(shipper.stats))
+    service = Service(settings, shipper, Metrics(settings.metrics_dir))
     app.extensions["vqa"] = service
     app.register_blueprint(routes.bp)
     app.register_error_handler(HTTPException, routes.handle_http_error)
     app.register_error_handler(Exception, routes.handle_unexpected)
     logging.getLogger(__name__).info("settings: %s", settings.redacted())
-    if load_model:
-        service.models.start()
+    service.start(load_model=load_model)
     return app

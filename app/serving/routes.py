@@ -1,4 +1,4 @@
-"""The HTTP edge: parse and validate requests, call the model, answer, and log one LOG_EVENT.
+"""The HTTP edge: parse and validate requests, queue them for the model, answer, and log one LOG_EVENT.
 
 `/predict` and `/feedback` live here, with the health, readiness, metrics and admin endpoints.
 """
@@ -16,7 +16,10 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app.events import schema as events
+from app.serving.batching import BatchingError
 from app.serving.images import ImageInputError, decode_image, load_image_file
+from app.serving.openapi import openapi_spec
+from app.serving.receipts import ReceiptError
 from app.serving.service import Service
 
 log = logging.getLogger(__name__)
@@ -35,9 +38,9 @@ def service() -> Service:
     return current_app.extensions["vqa"]
 
 
-def error_response(message: str, status: int, *, request_id: str | None = None,
-                   question: Any = None, started: float | None = None) -> tuple[Response, int]:
-    """A JSON error, counted in metrics and logged as an `error` LOG_EVENT."""
+def error_response(message: str, status: int, *, request_id: str | None = None, question: Any = None,
+                   started: float | None = None, retry_after: int | None = None) -> tuple[Response, int]:
+    """A JSON error, counted in metrics and logged as an `error` LOG_EVENT; `retry_after` sets Retry-After."""
     svc = service()
     doc = events.make_event(
         events.ERROR, request_id=request_id, status=status, error=message,
@@ -47,7 +50,10 @@ def error_response(message: str, status: int, *, request_id: str | None = None,
     svc.emit(doc)
     endpoint = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
     svc.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
-    return jsonify({"error": message, events.REQUEST_ID: doc[events.REQUEST_ID]}), status
+    response = jsonify({"error": message, events.REQUEST_ID: doc[events.REQUEST_ID]})
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response, status
 
 
 # --- request parsing ------------------------------------------------------------------
@@ -123,27 +129,42 @@ def predict():
     request_id = events.new_request_id()
     question = None
     try:
-        image, question, ref = parse_predict_request()
-        vqa = svc.models.current  # one reference for the whole request: a hot swap cannot split it
-        if vqa is None:
-            raise RequestError("the model is not loaded yet; retry when /readyz is ok", status=503)
-        pred = vqa.answer([image], [question])[0]
+        with svc.batcher.admission() as submit:
+            image, question, ref = parse_predict_request()
+            if svc.models.current is None:
+                raise RequestError("the model is not loaded yet; retry when /readyz is ok", status=503)
+            job = submit(image, question)
+        svc.batcher.wait(job)
     except (RequestError, ImageInputError) as exc:
         return error_response(str(exc), exc.status, request_id=request_id, question=question, started=started)
+    except BatchingError as exc:
+        return error_response(str(exc), exc.status, request_id=request_id, question=question, started=started,
+                              retry_after=exc.retry_after)
+    pred, vqa = job.prediction, job.model
     latency = time.perf_counter() - started
     doc = events.make_event(
         events.INFERENCE, request_id=request_id, question=question, answer=pred.answer,
         quality_score=pred.quality_score, drift_score=pred.drift_score, latency_seconds=round(latency, 6),
         status=200, model_version=vqa.model_version, adapter_version=vqa.adapter_version, image_path=ref,
+        signature=pred.signature,
+        batch_size=job.batch_size,
     )
     svc.emit(doc)
-    svc.recent.add(doc)
+    svc.recent.add({k: v for k, v in doc.items() if k != events.SIGNATURE})  # feedback never needs it
     svc.metrics.requests.labels(endpoint="/predict", status="200").inc()
     svc.metrics.latency.observe(latency)
     svc.metrics.quality.observe(pred.quality_score)
     if pred.drift_score is not None:
         svc.metrics.drift.observe(pred.drift_score)
-    return jsonify({k: doc[k] for k in events.RESPONSE_FIELDS if k in doc})
+    body = {k: doc[k] for k in events.RESPONSE_FIELDS if k in doc}
+    body["receipt"] = svc.receipts.issue(doc)
+    return jsonify(body)
+
+
+def _bearer_ok(token: str) -> bool:
+    """Does the request carry `Authorization: Bearer <token>`? (constant-time comparison)"""
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
 @bp.post("/feedback")
@@ -152,19 +173,17 @@ def feedback():
     started = time.perf_counter()
     body: dict[str, Any] = {}
     try:
+        if svc.settings.feedback_token and not _bearer_ok(svc.settings.feedback_token):
+            raise RequestError("missing or wrong feedback token; send `Authorization: Bearer <VQA_FEEDBACK_TOKEN>`",
+                               status=401)
         if request.mimetype != "application/json":
             raise RequestError("send feedback as application/json: "
-                               '{"request_id": "...", "answer": "the correct answer"}', status=415)
+                               '{"receipt": "...", "answer": "the correct answer"}', status=415)
         body = _json_body()
-        request_id = body.get(events.REQUEST_ID)
-        if not isinstance(request_id, str) or not request_id.strip():
-            raise RequestError("`request_id` is missing; use the one /predict returned")
         correct = body.get("answer", body.get(events.CORRECT_ANSWER))
         if not isinstance(correct, str) or not correct.strip():
             raise RequestError("`answer` (the correct answer) is missing or empty")
-        original = svc.lookup_prediction(request_id.strip())
-        if original is None:
-            raise RequestError(f"no prediction with request_id {request_id!r} is known", status=404)
+        original = _labelled_prediction(svc, body)
     except RequestError as exc:
         return error_response(str(exc), exc.status, started=started)
     from app.learning.data import normalize_answer
@@ -179,6 +198,29 @@ def feedback():
     svc.emit(doc)
     svc.metrics.requests.labels(endpoint="/feedback", status="200").inc()
     return jsonify(doc)
+
+
+def _labelled_prediction(svc: Service, body: dict[str, Any]) -> dict[str, Any]:
+    """The inference fields feedback labels: from the signed `receipt` (any worker or replica can check
+    it, at once), else by `request_id` from this worker's memory or Elasticsearch."""
+    request_id = body.get(events.REQUEST_ID)
+    if request_id is not None and (not isinstance(request_id, str) or not request_id.strip()):
+        raise RequestError("`request_id` must be the non-empty string /predict returned")
+    if "receipt" in body:
+        try:
+            original = svc.receipts.verify(body["receipt"])
+        except ReceiptError as exc:
+            raise RequestError(f"{exc}; send the `receipt` exactly as /predict returned it") from exc
+        if request_id is not None and request_id.strip() != original[events.REQUEST_ID]:
+            raise RequestError("`request_id` and `receipt` name different predictions")
+        return original
+    if request_id is None:
+        raise RequestError("`receipt` (or `request_id`) is missing; send the one /predict returned")
+    original = svc.lookup_prediction(request_id.strip())
+    if original is None:
+        raise RequestError(f"no prediction with request_id {request_id!r} is known here; send its `receipt` "
+                           "(which any worker accepts) with the feedback", status=404)
+    return original
 
 
 @bp.get("/healthz")
@@ -198,14 +240,38 @@ def readyz():
         model = {"status": "failing", "detail": svc.models.error}
     else:
         model = {"status": "loading", "detail": f"loading {svc.settings.model_dir}"}
+    thread_status, thread_detail = svc.batcher.health()
     es_status, es_detail = svc.shipper.health()
-    checks = {"model": model, "elasticsearch": {"status": es_status, "detail": es_detail}}
-    ready = model["status"] == "ok"
-    overall = "failing" if not ready else ("ok" if es_status in ("ok", "disabled") else "degraded")
+    reload_status, reload_detail = svc.models.health()
+    checks = {"model": model, "model_thread": {"status": thread_status, "detail": thread_detail},
+              "elasticsearch": {"status": es_status, "detail": es_detail},
+              "adapter_reload": {"status": reload_status, "detail": reload_detail}}
+    ready = model["status"] == "ok" and thread_status == "ok"
+    healthy = es_status in ("ok", "disabled") and reload_status == "ok"
+    overall = "failing" if not ready else ("ok" if healthy else "degraded")
     body = {"status": overall, "checks": checks}
     if vqa is not None:
         body.update({events.MODEL_VERSION: vqa.model_version, events.ADAPTER_VERSION: vqa.adapter_version})
     return jsonify(body), 200 if ready else 503
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_spec(service().settings))
+
+
+@bp.get("/drift/reference")
+def drift_reference():
+    """The serving model's window drift reference: what the watchdog tests windows of signatures against."""
+    vqa = service().models.current
+    if vqa is None:
+        return error_response("the model is not loaded yet; retry when /readyz is ok", 503)
+    if vqa.window_reference is None:
+        return error_response(f"{vqa.model_version} with adapter {vqa.adapter_version} has no window drift "
+                              "reference (adapters get one when trained; for a base model run "
+                              "`python -m scripts.fit_window_reference`)", 404)
+    return jsonify({events.MODEL_VERSION: vqa.model_version, events.ADAPTER_VERSION: vqa.adapter_version,
+                    "reference": vqa.window_reference.to_dict()})
 
 
 @bp.get("/metrics")
@@ -219,8 +285,7 @@ def admin_reload():
     token = svc.settings.admin_token
     if not token:
         return error_response("the admin endpoint is disabled; set VQA_ADMIN_TOKEN to enable it", 403)
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    if not _bearer_ok(token):
         return error_response("missing or wrong admin token; send `Authorization: Bearer <VQA_ADMIN_TOKEN>`", 401)
     ok = svc.models.reload()
     vqa = svc.models.current

@@ -82,7 +82,8 @@ def send_traffic(base_url: str, rows: pd.DataFrame, images_root: Path, *, count:
         result.versions.append(body.get("adapter_version", ""))
         result.times.append(time.time())
         if feedback_share > 0 and rng.random() < feedback_share:
-            fb = http.post(f"{base_url}/feedback", json={"request_id": body["request_id"], "answer": row.answer},
-                           timeout=30)
+            # The receipt lets whichever worker or replica gets the feedback accept it at once.
+            label = {"request_id": body["request_id"], "receipt": body.get("receipt"), "answer": row.answer}
+            fb = http.post(f"{base_url}/feedback", json={k: v for k, v in label.items() if v is not None}, timeout=30)
             result.feedback += fb.status_code == 200
     return result

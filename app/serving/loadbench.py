@@ -1,0 +1,227 @@
+"""The load benchmark: the bare model at batch 1 and 16 against the service under `hey` at concurrency 1, 16 and 50.
+
+`scripts/bench_load.py` is its command line; the ratios it prints are the targets of docs/BENCHMARKS.md.
+`hey` (Debian package `hey`) generates the load: an existing, compiled load tool, so the client
+does not compete with the service for the GIL or cost more CPU than it measures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import requests
+
+from app.config import Settings
+from app.learning.data import CSV_NAME, load_rows
+from app.serving.images import load_image_file
+from app.serving.launch import free_port, start_service, stop_service
+
+SEED_REQUEST = {"image_path": "test/5.png", "question": "what shape is in the image?"}
+
+
+class LoadToolMissing(RuntimeError):
+    """`hey` is not installed."""
+
+
+@dataclass
+class Level:
+    """One load level: `hey` at `concurrency` for `seconds` against /predict."""
+
+    workers: int
+    concurrency: int
+    seconds: float
+    requests_per_s: float
+    p50_ms: float
+    p95_ms: float
+    non_2xx: int  # answers with another status, plus requests that got no answer at all
+    cpu_cores: float = float("nan")  # CPU the service's processes used meanwhile, in cores (Linux /proc)
+
+
+@dataclass
+class Bare:
+    """The model call alone (`VQAModel.answer`), batch by batch, in this process."""
+
+    inputs: str
+    threads: int
+    batch: int
+    requests_per_s: float
+    p50_ms: float  # per call (one batch)
+    p95_ms: float
+
+
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bare_model(settings: Settings, *, threads: tuple[int, ...] = (1,), batches: tuple[int, ...] = (1, 16),
+               n: int = 256, test_split: bool = True) -> list[Bare]:
+    """Throughput and per-call latency of `VQAModel.answer` per PyTorch thread count and batch size, on the
+    request the load test sends (`seed request`, n copies) and on n test-split questions (`test split`)."""
+    import torch
+
+    from app.model.vqa import VQAModel
+
+    vqa = VQAModel.load(settings.model_dir, max_answer_tokens=settings.max_answer_tokens)
+    rows = load_rows(Path(settings.data_dir) / CSV_NAME, split="test").sample(n=n, random_state=0)
+    seed_image = load_image_file(settings.images_root, SEED_REQUEST["image_path"])
+    inputs = {"seed request": ([seed_image] * n, [SEED_REQUEST["question"]] * n)}
+    if test_split:
+        inputs["test split"] = ([load_image_file(settings.images_root, p) for p in rows["image_path"]],
+                                rows["question"].tolist())
+    before = torch.get_num_threads()
+    out = []
+    try:
+        for count in threads:
+            torch.set_num_threads(count)
+            for name, (images, questions) in inputs.items():
+                for size in batches:
+                    vqa.answer(images[:size], questions[:size])  # warm up this shape
+                    times = []
+                    began = time.perf_counter()
+                    for i in range(0, n, size):
+                        t = time.perf_counter()
+                        vqa.answer(images[i:i + size], questions[i:i + size])
+                        times.append(time.perf_counter() - t)
+                    elapsed = time.perf_counter() - began
+                    out.append(Bare(name, count, size, round(n / elapsed, 1), round(1000 * statistics.median(times), 2),
+                                    round(1000 * _pct(times, 0.95), 2)))
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def hey(url: str, body: dict, concurrency: int, seconds: float, *, workers: int = 1) -> Level:
+    """Run `hey` against `url` and read req/s, p50, p95 and the non-2xx count from its summary."""
+    exe = shutil.which("hey")
+    if exe is None:
+        raise LoadToolMissing("`hey` is not installed: `apt-get install -y hey` (Debian) or `go install "
+                              "github.com/rakyll/hey@latest`")
+    done = subprocess.run(
+        [exe, "-z", f"{seconds:g}s", "-c", str(concurrency), "-m", "POST", "-T", "application/json",
+         "-d", json.dumps(body), "-t", "60", url],
+        capture_output=True, text=True, check=True,
+    )
+    return parse_hey(done.stdout, workers=workers, concurrency=concurrency, seconds=seconds)
+
+
+def parse_hey(summary: str, *, workers: int, concurrency: int, seconds: float) -> Level:
+    """A `Level` from hey's text summary (its CSV output leaves out requests that failed)."""
+    def latency(pct: int) -> float:
+        found = re.search(rf"^\s*{pct}% in ([\d.]+) secs", summary, re.M)
+        return round(1000 * float(found.group(1)), 2) if found else float("nan")
+
+    rps = re.search(r"Requests/sec:\s*([\d.]+)", summary)
+    codes = {int(c): int(n) for c, n in re.findall(r"^\s*\[(\d{3})\]\s+(\d+) responses", summary, re.M)}
+    errors_block = summary.split("Error distribution:", 1)[1] if "Error distribution:" in summary else ""
+    errors = sum(int(n) for n in re.findall(r"^\s*\[(\d+)\]", errors_block, re.M))
+    return Level(workers, concurrency, seconds, round(float(rps.group(1)), 1) if rps else 0.0, latency(50),
+                 latency(95), sum(n for c, n in codes.items() if not 200 <= c < 300) + errors)
+
+
+def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]], *,
+                log: Callable[[str], None] = print) -> list[Level]:
+    """Start gunicorn with `workers` workers (event shipping off), warm it up, then run each (concurrency, seconds)."""
+    with tempfile.TemporaryDirectory(prefix="vqa-bench-") as tmp:
+        port = free_port()
+        env = {**settings.to_env(), "ES_URL": "", "WEB_CONCURRENCY": str(workers), "VQA_SPOOL_DIR": f"{tmp}/spool"}
+        proc = start_service(env, port, log_path=Path(tmp) / "gunicorn.log", timeout=180)
+        url = f"http://127.0.0.1:{port}/predict"
+        try:
+            _warm_up(url, workers)
+            out = []
+            for concurrency, seconds in levels:
+                cpu_before, began = cpu_seconds(proc.pid), time.monotonic()
+                level = hey(url, SEED_REQUEST, concurrency, seconds, workers=workers)
+                level.cpu_cores = round((cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - began), 2)
+                log(f"  {workers} worker(s), c{concurrency:<3} {level.requests_per_s:7.1f} req/s  "
+                    f"p50 {level.p50_ms:7.2f} ms  p95 {level.p95_ms:7.2f} ms  non-2xx {level.non_2xx}  "
+                    f"CPU {level.cpu_cores:.2f} cores")
+                out.append(level)
+            return out
+        finally:
+            stop_service(proc)
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of process `root` and its children so far (gunicorn's master and workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == root or ppid == root:
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def _warm_up(url: str, workers: int) -> None:
+    """Until every worker has loaded its model (a 503 means one has not), then a short burst."""
+    deadline = time.monotonic() + 180
+    with requests.Session() as http:
+        while time.monotonic() < deadline:
+            codes = [http.post(url, json=SEED_REQUEST, timeout=60, headers={"Connection": "close"}).status_code
+                     for _ in range(4 * workers)]
+            if all(c == 200 for c in codes):
+                break
+            time.sleep(0.5)
+    hey(url, SEED_REQUEST, 16, 3)
+
+
+def ratios(bare: list[Bare], levels: list[Level]) -> dict[str, float]:
+    """The issue's four numbers. The reference is the bare model on the request the load test sends, at its
+    best thread count (highest batch-16 throughput, lowest batch-1 p50), so no ratio flatters the service."""
+    seed = [b for b in bare if b.inputs == "seed request"]
+    best16 = max((b for b in seed if b.batch == 16), key=lambda b: b.requests_per_s)
+    best1 = min((b for b in seed if b.batch == 1), key=lambda b: b.p50_ms)
+    at = {level.concurrency: level for level in levels}
+    return {
+        "ceiling ratio": round(at[16].requests_per_s / best16.requests_per_s, 3),
+        "p95@16 / p50@1": round(at[16].p95_ms / at[1].p50_ms, 2),
+        "p50@1 - bare batch-1 p50 (ms)": round(at[1].p50_ms - best1.p50_ms, 2),
+        "non-2xx at c50": at[50].non_2xx,
+    }
+
+
+def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0, workers: tuple[int, ...] = (1, 2),
+        log: Callable[[str], None] = print) -> dict:
+    """The whole benchmark; returns (and logs) every measurement and the ratios per worker count."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = tuple(sorted({1, cores}))
+    log(f"bare model (VQAModel.answer in this process, PyTorch threads {', '.join(map(str, threads))}):")
+    bare = bare_model(settings, threads=threads)
+    for b in bare:
+        log(f"  {b.inputs:<12} {b.threads} thread(s) batch {b.batch:<3} {b.requests_per_s:7.1f} req/s  "
+            f"p50 {b.p50_ms:7.2f} ms/call  p95 {b.p95_ms:7.2f} ms/call")
+    result: dict = {"bare": [asdict(b) for b in bare], "service": {}, "ratios": {}}
+    for count in workers:
+        # The machine's other load drifts: measure the bare model again right before each service run,
+        # and compare with the best of all bare runs.
+        again = bare_model(settings, threads=(settings.torch_threads or 1,), n=128, test_split=False)
+        for b in again:
+            log(f"  bare again: {b.threads} thread(s) batch {b.batch:<3} {b.requests_per_s:7.1f} req/s  "
+                f"p50 {b.p50_ms:7.2f} ms/call")
+        bare += again
+        result["bare"] += [asdict(b) for b in again]
+        log(f"service, {count} worker(s) ({settings.torch_threads or 1} PyTorch thread each), hey on {SEED_REQUEST}:")
+        levels = load_levels(settings, count, [(1, seconds), (16, seconds), (50, c50_seconds)], log=log)
+        result["service"][count] = [asdict(level) for level in levels]
+        result["ratios"][count] = ratios(bare, levels)
+        for name, value in result["ratios"][count].items():
+            log(f"  {name}: {value}")
+    return result
