@@ -173,7 +173,7 @@ class Settings:
         "WATCHDOG_DRIFT_THRESHOLD", 2.0, "Trigger when average drift_score rises above this."
     )
     watchdog_drift_test_alpha: float = _setting(
-        "WATCHDOG_DRIFT_TEST_ALPHA", 0.001,
+        "WATCHDOG_DRIFT_TEST_ALPHA", 0.005,
         "Trigger `input_drift` when the window drift test's p-value is at most this (its false-alarm rate).",
     )
     watchdog_drift_test_max_events: int = _setting(

@@ -70,7 +70,7 @@ def answer_split(vqa: VQAModel, frame: pd.DataFrame, images_root: Path, kind: st
 
 
 def evaluate_windows(vqa: VQAModel, answered: Sequence[AnsweredSplit], *, window_sizes: Sequence[int] = (50, 100, 200),
-                     windows: int = 200, alpha: float = 0.001, seed: int = 0) -> list[WindowEvalRow]:
+                     windows: int = 200, alpha: float = 0.005, seed: int = 0) -> list[WindowEvalRow]:
     """Resample `windows` windows of each size from each kind's questions and test each against the reference."""
     reference = vqa.window_reference
     clean_accuracy = next(float(a.correct.mean()) for a in answered if a.kind == CLEAN)
