@@ -338,9 +338,10 @@ def test_a_crash_of_the_delivery_loop_is_logged_restarted_and_loses_nothing(es_u
         for i in range(30):
             shipper.submit(_inference(i))
         deadline = time.monotonic() + 10
-        while not crashes and time.monotonic() < deadline:
-            time.sleep(0.05)
         status, detail = shipper.health()
+        while "KeyError" not in detail and time.monotonic() < deadline:  # the supervisor records the crash
+            time.sleep(0.05)
+            status, detail = shipper.health()
         assert crashes and status == "degraded" and "KeyError" in detail, (status, detail)
         for i in range(30, 40):
             shipper.submit(_inference(i))
