@@ -8,13 +8,16 @@ STAMP := $(VENV)/.installed-stamp
 MODEL_DIR ?= models/blip-vqa-small
 PYTEST_ARGS ?=
 
-.PHONY: help venv data model elasticsearch up test lint bench images clean-data
+.PHONY: help venv data model elasticsearch prereqs kube cluster push-remote up test lint bench images clean-data
 
 help:
-	@echo "make up     start Elasticsearch, the VQA service on :5000 and the watchdog (local trigger)"
-	@echo "make test   run every test (starts its own Elasticsearch)"
-	@echo "make model  rebuild the small BLIP model in $(MODEL_DIR) (about 20 minutes on 2 cores)"
-	@echo "make bench  run the benchmarks recorded in docs/BENCHMARKS.md"
+	@echo "make up           start Elasticsearch, the VQA service on 127.0.0.1:5000 and the watchdog (local trigger)"
+	@echo "make test         run every test (installs what they need first: make prereqs; starts its own"
+	@echo "                  Elasticsearch and Kubernetes control plane)"
+	@echo "make model        rebuild the small BLIP model in $(MODEL_DIR) (about 20 minutes on 2 cores)"
+	@echo "make bench        run the benchmarks recorded in docs/BENCHMARKS.md"
+	@echo "make cluster      a local Kubernetes control plane with a fake node (kwok), until Ctrl-C"
+	@echo "make push-remote  a local git remote: \`git push pipeline main\` runs the six pipeline stages"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -39,11 +42,30 @@ model: data
 elasticsearch: $(STAMP)
 	bash .ci/install_elasticsearch.sh
 
+# Everything `make test` needs beyond the virtualenv, one idempotent install step per line: a warm run
+# only checks (seconds). A step that needs root uses sudo where it works, or stops with the command to
+# run as root.
+prereqs: $(STAMP)
+	bash .ci/install_elasticsearch.sh
+	bash .ci/install_docker.sh
+	bash docker/make_base_image.sh
+	bash .ci/install_ansible.sh
+	bash .ci/install_kube.sh
+	bash .ci/install_groovy_lint.sh
+
+kube: $(STAMP)
+	bash .ci/install_kube.sh
+
+cluster: kube
+	$(PY) -m infra.kube.cluster run
+
+push-remote: $(STAMP)
+	$(PY) -m infra.push_remote init
+
 up: $(STAMP) data/VQA_Dataset.csv $(MODEL_DIR)/config.json elasticsearch
 	$(PY) -m scripts.stack up
 
-test: $(STAMP) data/VQA_Dataset.csv $(MODEL_DIR)/config.json elasticsearch
-	bash .ci/install_groovy_lint.sh
+test: prereqs data/VQA_Dataset.csv $(MODEL_DIR)/config.json
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

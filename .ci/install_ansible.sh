@@ -10,13 +10,15 @@
 #
 # Usage: .ci/install_ansible.sh            (VENV=path picks another virtualenv; default .venv)
 set -euo pipefail
+STEP=install_ansible
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PY="$VENV/bin/python"
 REQUIREMENTS=("ansible>=12,<13" "ansible-lint>=25,<27" "kubernetes-validate>=1.34,<2" "kubernetes>=24.2")
 
-log() { printf '[install_ansible] %s\n' "$*" >&2; }
 start=$(date +%s)
 
 [[ -x "$PY" ]] || { log "no virtualenv at $VENV (create it first: python3.11 -m venv $VENV)"; exit 1; }

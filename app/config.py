@@ -21,8 +21,12 @@ class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
 
 
-def _setting(env: str, default: Any, doc: str, *, secret: bool = False) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc, "secret": secret})
+def _setting(env: str, default: Any, doc: str, *, secret: bool = False, choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc, "secret": secret, "choices": choices})
+
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,18 @@ class Settings:
     recent_predictions: int = _setting(
         "VQA_RECENT_PREDICTIONS", 100_000, "Predictions remembered in memory for `POST /feedback` lookups."
     )
+    bind_host: str = _setting(
+        "VQA_BIND_HOST", "127.0.0.1",
+        "Address `make up` binds the service to; 0.0.0.0 exposes it to the network.",
+    )
     admin_token: str = _setting(
         "VQA_ADMIN_TOKEN", "",
         "Bearer token for `POST /admin/reload`; empty disables the endpoint.", secret=True,
+    )
+    feedback_token: str = _setting(
+        "VQA_FEEDBACK_TOKEN", "",
+        "Bearer token `POST /feedback` requires (labels become training data); empty: open to whoever reaches "
+        "the service.", secret=True,
     )
     receipt_key: str = _setting(
         "VQA_RECEIPT_KEY", "",
@@ -136,12 +149,15 @@ class Settings:
     retrain_min_feedback: int = _setting(
         "VQA_RETRAIN_MIN_FEEDBACK", 50, "Labelled feedback rows needed to retrain on production data."
     )
-    pipeline_build_images: int = _setting(
-        "VQA_PIPELINE_BUILD_IMAGES", 0, "1: the local pipeline builds the Docker images (slow); 0: skipped."
+    pipeline_build_images: bool = _setting(
+        "VQA_PIPELINE_BUILD_IMAGES", False,
+        "true: the local pipeline builds the Docker images (slow); false: skipped. Booleans take 1/0, true/false, "
+        "yes/no, on/off.",
     )
     image_registry: str = _setting("VQA_IMAGE_REGISTRY", "", "Registry to push images to; empty: push is skipped.")
-    kube_deploy: int = _setting(
-        "VQA_KUBE_DEPLOY", 0, "1: the deploy stage also runs the Ansible playbook against the current kube context."
+    kube_deploy: bool = _setting(
+        "VQA_KUBE_DEPLOY", False,
+        "true: the deploy stage also runs the Ansible playbook against the current kube context.",
     )
 
     # --- watchdog -------------------------------------------------------------------
@@ -156,6 +172,13 @@ class Settings:
     watchdog_drift_threshold: float = _setting(
         "WATCHDOG_DRIFT_THRESHOLD", 2.0, "Trigger when average drift_score rises above this."
     )
+    watchdog_drift_test_alpha: float = _setting(
+        "WATCHDOG_DRIFT_TEST_ALPHA", 0.005,
+        "Trigger `input_drift` when the window drift test's p-value is at most this (its false-alarm rate).",
+    )
+    watchdog_drift_test_max_events: int = _setting(
+        "WATCHDOG_DRIFT_TEST_MAX_EVENTS", 1000, "The window drift test uses at most this many newest inferences."
+    )
     watchdog_accuracy_threshold: float = _setting(
         "WATCHDOG_ACCURACY_THRESHOLD", 0.8, "Trigger when labelled-feedback accuracy falls below this."
     )
@@ -168,10 +191,12 @@ class Settings:
         "Where the watchdog keeps its last trigger and build across restarts.",
     )
     watchdog_trigger: str = _setting(
-        "WATCHDOG_TRIGGER", "jenkins", "`jenkins` or `local` (runs `python -m scripts.pipeline`)."
+        "WATCHDOG_TRIGGER", "jenkins", "`jenkins` or `local` (runs `python -m scripts.pipeline`).",
+        choices=("jenkins", "local"),
     )
     service_url: str = _setting(
-        "VQA_SERVICE_URL", "http://127.0.0.1:5000", "The service the local pipeline hot-reloads after promotion."
+        "VQA_SERVICE_URL", "http://127.0.0.1:5000",
+        "The service: the local pipeline hot-reloads it after promotion; the watchdog reads its `/drift/reference`."
     )
     jenkins_url: str = _setting("JENKINS_URL", "", "Jenkins base URL.")
     jenkins_user: str = _setting("JENKINS_USER", "", "Jenkins user that owns the API token.")
@@ -190,6 +215,12 @@ class Settings:
             values[f.name] = _coerce(f, raw)
         values.update(overrides)
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata["choices"]
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.metadata['env']}={getattr(self, f.name)!r} is not one of: {', '.join(choices)}")
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in a child process."""
@@ -212,6 +243,12 @@ FIELDS = dataclasses.fields(Settings)
 
 def _coerce(f: dataclasses.Field, raw: str) -> Any:
     kind = type(f.default)
+    if kind is bool:
+        word = raw.strip().lower()
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            return word in TRUE_WORDS
+        words = ", ".join(TRUE_WORDS + FALSE_WORDS)
+        raise ConfigError(f"{f.metadata['env']}={raw!r} is not a boolean: use one of {words}")
     try:
         if kind is int:
             return int(raw)
@@ -229,6 +266,8 @@ def markdown_table() -> str:
         default = f.default
         if isinstance(default, str) and default.startswith(str(REPO_ROOT)):
             default = default.replace(str(REPO_ROOT) + os.sep, "")
+        if isinstance(default, bool):
+            default = str(default).lower()
         shown = f"`{default}`" if default != "" else "(empty)"
         rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['doc']} |")
     return "\n".join(rows)

@@ -6,20 +6,22 @@
 #
 # Usage: docker/make_base_image.sh [TAG]        (default: vqa-base:bookworm; FORCE=1 rebuilds)
 # Env:   DEBIAN_MIRROR (default: the host's configured Debian mirror), SUITE (default: bookworm)
+# Needs root (debootstrap, chroot): sudo is used where it works; else it stops with the command to run.
 set -euo pipefail
+STEP=make_base_image
+# shellcheck source=SCRIPTDIR/../.ci/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../.ci/lib.sh"
 
 TAG="${1:-vqa-base:bookworm}"
 SUITE="${SUITE:-bookworm}"
 DOCKER="${DOCKER:-docker}"
 
-log() { printf '[make_base_image] %s\n' "$*" >&2; }
-
 if [[ "${FORCE:-0}" != 1 ]] && "$DOCKER" image inspect "$TAG" >/dev/null 2>&1; then
     log "$TAG already exists; skipping (FORCE=1 rebuilds)"
     exit 0
 fi
-[[ $(id -u) -eq 0 ]] || { log "debootstrap needs root"; exit 1; }
-command -v debootstrap >/dev/null || { log "debootstrap is missing: run .ci/install_docker.sh"; exit 1; }
+KEEP_ENV="DEBIAN_MIRROR|SUITE|DOCKER|FORCE" become_root "building the base image $TAG with debootstrap" "$@"
+command -v debootstrap >/dev/null || die "debootstrap is missing: run .ci/install_docker.sh"
 
 # The mirror apt already uses here: deb822 sources first, then one-line sources.
 host_mirror() {

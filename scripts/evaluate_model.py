@@ -15,28 +15,9 @@ from pathlib import Path
 
 from app.config import Settings
 from app.learning.data import CSV_NAME, DatasetError, load_rows
-from app.learning.gate import champion_challenger
-from app.learning.lora import record_metrics
+from app.learning.gate import evaluate_and_promote
 from app.logsetup import configure_logging
-from app.model.registry import current_adapter_dir, promote_adapter
 from app.model.vqa import ModelLoadError
-
-
-def run(args: argparse.Namespace, settings: Settings) -> dict:
-    """Evaluate challenger and champion, apply the gate, optionally promote; returns the report."""
-    frame = load_rows(args.csv, split=args.split or None, limit=args.limit)
-    report = champion_challenger(
-        args.base_model, args.adapter, frame, args.images_root, deployed=args.champion or current_adapter_dir(settings),
-        compare=not args.no_champion, min_accuracy=args.min_accuracy, tolerance=args.tolerance,
-    )
-    report.update({"csv": str(args.csv), "split": args.split})
-    if args.adapter is not None:
-        record_metrics(args.adapter, "evaluation", {"accuracy": report["challenger"]["accuracy"],
-                                                    "passed": report["passed"]})
-        if report["passed"] and args.promote:
-            promote_adapter(Path(settings.adapters_dir), args.adapter)
-            report["promoted"] = args.adapter.name
-    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,14 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", type=Path, default=None, help="the challenger (omit: the base model alone)")
     parser.add_argument("--champion", type=Path, default=None, help="deployed adapter (default: what CURRENT names)")
     parser.add_argument("--no-champion", action="store_true", help="apply the accuracy floor only")
-    parser.add_argument("--min-accuracy", type=float, default=0.8, help="accuracy gate (default 0.8)")
-    parser.add_argument("--tolerance", type=float, default=0.0, help="how much worse than the champion is allowed")
+    parser.add_argument("--min-accuracy", type=float, default=settings.gate_min_accuracy,
+                        help=f"accuracy gate (default VQA_GATE_MIN_ACCURACY, now {settings.gate_min_accuracy})")
+    parser.add_argument("--tolerance", type=float, default=settings.gate_tolerance,
+                        help=f"how much worse than the champion is allowed (default VQA_GATE_TOLERANCE, now "
+                             f"{settings.gate_tolerance})")
     parser.add_argument("--report", type=Path, default=Path(settings.data_dir) / "reports" / "evaluation.json")
     parser.add_argument("--promote", action="store_true", help="on pass, point CURRENT at the challenger")
     args = parser.parse_args(argv)
     configure_logging(logging.INFO)
     try:
-        report = run(args, settings)
+        frame = load_rows(args.csv, split=args.split or None, limit=args.limit)
+        report = evaluate_and_promote(
+            settings, frame, args.images_root, base_model=args.base_model, adapter=args.adapter,
+            champion=args.champion, compare=not args.no_champion, min_accuracy=args.min_accuracy,
+            tolerance=args.tolerance, promote=args.promote,
+        )
+        report.update({"csv": str(args.csv), "split": args.split})
     except (DatasetError, ModelLoadError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

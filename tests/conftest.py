@@ -1,5 +1,6 @@
 """Shared fixtures: the small model, the dataset, service settings, the app, a gunicorn server, a Jenkins
-test server and a runner for the command-line scripts. The real Elasticsearch node is in fixtures_es.py.
+test server and a runner for the command-line scripts. The real Elasticsearch node is in fixtures_es.py, the
+Kubernetes control plane in fixtures_kube.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from app.learning.data import CSV_NAME, export_easy_vqa
 from app.serving.launch import free_port, start_service, stop_service
 from tests.jenkins_server import JenkinsTestServer
 
-pytest_plugins = ["tests.fixtures_es"]
+pytest_plugins = ["tests.fixtures_es", "tests.fixtures_kube"]
 
 SMALL_MODEL = REPO_ROOT / "models" / "blip-vqa-small"
 

@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILES = [REPO / "Dockerfile.app", REPO / "Dockerfile.model"]
 SCRIPTS = [REPO / "docker" / "make_base_image.sh", REPO / "docker" / "entrypoint-model.sh",
-           REPO / "docker" / "build_images.sh", REPO / ".ci" / "install_docker.sh"]
+           REPO / "docker" / "build_images.sh"]  # .ci/ scripts: tests/test_prereqs.py
 
 
 def tool(name: str, package: str) -> str:

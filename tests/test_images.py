@@ -49,6 +49,24 @@ def test_symlink_out_of_root_is_refused(root):
     assert err.value.status == 400
 
 
+@pytest.mark.parametrize("name", ["a" * 300 + ".png", "d/" * 600 + "x.png", "x" * 5000])
+def test_names_the_file_system_cannot_take_are_400_not_a_crash(root, name):
+    """A component over NAME_MAX, a path of many parts and a 5,000-character path are the client's fault: 400."""
+    with pytest.raises(ImageInputError) as err:
+        load_image_file(root, name)
+    assert err.value.status == 400
+    assert str(root) not in str(err.value)
+
+
+def test_a_loop_of_links_is_400(root):
+    """A symlink loop inside the root fails to resolve: 400 with a message, no OSError escapes."""
+    os.symlink(root / "b", root / "a")
+    os.symlink(root / "a", root / "b")
+    with pytest.raises(ImageInputError) as err:
+        load_image_file(root, "a/x.png")
+    assert err.value.status in (400, 404)
+
+
 def test_missing_file_is_404(root):
     """A path inside the root that names no file answers 404."""
     with pytest.raises(ImageInputError) as err:

@@ -4,6 +4,7 @@ Also the gates, the credential scoping, the parameters the watchdog sends, and a
 with npm-groovy-lint (CodeNarc), the closest to Jenkins' own validator that runs without a Jenkins.
 """
 
+import fnmatch
 import json
 import re
 import shutil
@@ -31,8 +32,9 @@ def _end_of_literal(text: str, i: int) -> int:
     return i
 
 
-def block(text: str, start: int) -> str:
-    """The body of the first `{ ... }` at or after `start`, braces in strings and comments ignored."""
+def block_span(text: str, start: int) -> tuple[int, int]:
+    """(start, end) of the body of the first `{ ... }` at or after `start`, braces in strings and comments
+    ignored; the closing brace is at `end`."""
     i, depth, begin = start, 0, None
     while i < len(text):
         j = _end_of_literal(text, i)
@@ -45,9 +47,15 @@ def block(text: str, start: int) -> str:
         elif text[i] == "}":
             depth -= 1
             if depth == 0:
-                return text[begin:i]
+                return begin, i
         i += 1
     raise AssertionError("unbalanced braces")
+
+
+def block(text: str, start: int) -> str:
+    """The body of the first `{ ... }` at or after `start`, braces in strings and comments ignored."""
+    begin, end = block_span(text, start)
+    return text[begin:end]
 
 
 def section(text: str, name: str) -> str:
@@ -93,10 +101,100 @@ def test_each_stage_calls_the_pipeline_entry_point_with_its_own_stage_name():
         assert calls == [names[title]], f"stage {title!r} calls {calls}"
 
 
-def test_push_and_deploy_only_on_main_and_nothing_else_gated():
-    """Push and deploy carry `when { branch 'main' }`; the first four stages run on every branch."""
-    gated = {title for title, body in stages() if re.search(r"when\s*\{\s*branch\s+'main'\s*\}", body)}
-    assert gated == {"Push to registry", "Deploy to Kubernetes"}
+# The environment Jenkins gives a build, by job kind: the Git plugin sets GIT_BRANCH (the remote-tracking
+# name in a Pipeline-from-SCM job, the README's kind); BRANCH_NAME, which `when { branch }` reads, exists
+# only in multibranch jobs.
+def plain_pipeline_job_env(branch: str) -> dict[str, str]:
+    return {"JOB_NAME": "vqa-retrain", "BUILD_NUMBER": "7", "GIT_BRANCH": f"origin/{branch}"}
+
+
+def multibranch_job_env(branch: str) -> dict[str, str]:
+    return {"JOB_NAME": f"vqa-retrain/{branch}", "BUILD_NUMBER": "7", "GIT_BRANCH": branch, "BRANCH_NAME": branch}
+
+
+def when_matches(conditions: str, env: dict[str, str]) -> bool:
+    """Evaluate the body of a `when {}` as Declarative does (all conditions must hold), for the conditions
+    `branch`, `environment`, `anyOf`, `allOf` and `not`; any other condition fails the test."""
+    results, i = [], 0
+    while i < len(conditions):
+        j = _end_of_literal(conditions, i)
+        if j != i or conditions[i].isspace():
+            i = max(j, i + 1)
+            continue
+        rest = conditions[i:]
+        if nested := re.match(r"(anyOf|allOf|not)\s*\{", rest):
+            begin, end = block_span(conditions, i)
+            inner = conditions[begin:end]
+            parts = [p for p in _top_level_conditions(inner)]
+            values = [when_matches(p, env) for p in parts]
+            results.append({"anyOf": any(values), "allOf": all(values), "not": not all(values)}[nested.group(1)])
+            i = end + 1
+        elif branch := re.match(r"branch\s+'([^']*)'", rest):
+            results.append(fnmatch.fnmatchcase(env.get("BRANCH_NAME") or "\0", branch.group(1)))
+            i += branch.end()
+        elif var := re.match(r"environment\s+name:\s*'([^']*)',\s*value:\s*'([^']*)'", rest):
+            results.append(env.get(var.group(1)) == var.group(2))
+            i += var.end()
+        else:
+            raise AssertionError(f"unsupported when condition: {rest[:60]!r}")
+    return all(results)
+
+
+def _top_level_conditions(text: str) -> list[str]:
+    """Split a block's body into its conditions, one per line (nested blocks kept whole)."""
+    parts, i, start = [], 0, 0
+    while i < len(text):
+        j = _end_of_literal(text, i)
+        if j != i:
+            i = j
+            continue
+        if text[i] == "{":
+            i = block_span(text, i)[1] + 1
+            continue
+        if text[i] == "\n":
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    parts.append(text[start:])
+    return [p for p in parts if re.sub(r"//.*", "", p).strip()]
+
+
+def runs(body: str, env: dict[str, str]) -> bool:
+    """Whether a stage runs in a build with this environment."""
+    found = re.search(r"^\s*when\s*\{", body, re.M)
+    return found is None or when_matches(block(body, found.start()), env)
+
+
+def test_push_and_deploy_run_for_main_in_the_plain_pipeline_job_the_readme_sets_up():
+    """In a Pipeline-from-SCM job (no BRANCH_NAME) all six stages run for main; push and deploy only there."""
+    assert not when_matches("branch 'main'", plain_pipeline_job_env("main")), "the old gate never ran here"
+    assert [title for title, body in stages() if runs(body, plain_pipeline_job_env("main"))] == [
+        title for _, title in pipeline_stages()]
+    assert [title for title, body in stages() if not runs(body, plain_pipeline_job_env("feature/x"))] == [
+        "Push to registry", "Deploy to Kubernetes"]
+    walkthrough = (REPO_ROOT / "docs" / "minikube.md").read_text()  # where the README sends Jenkins users
+    assert "New Item, *Pipeline* named `vqa-retrain`" in walkthrough, "the documented job kind changed"
+
+
+def test_push_and_deploy_also_run_for_main_in_a_multibranch_job():
+    """In a multibranch job (BRANCH_NAME set) the same gate lets main through and holds other branches back."""
+    assert all(runs(body, multibranch_job_env("main")) for _, body in stages())
+    assert [title for title, body in stages() if not runs(body, multibranch_job_env("dev"))] == [
+        "Push to registry", "Deploy to Kubernetes"]
+
+
+def test_when_evaluator_rejects_conditions_it_does_not_know():
+    """A gate written with a condition the evaluator cannot judge fails loudly instead of passing."""
+    with pytest.raises(AssertionError, match="unsupported when condition"):
+        when_matches("expression { return true }", plain_pipeline_job_env("main"))
+    assert when_matches("anyOf {\n environment name: 'A', value: 'x'\n branch 'm*'\n}", {"BRANCH_NAME": "main"})
+    assert not when_matches("not {\n branch 'main'\n}", {"BRANCH_NAME": "main"})
+
+
+def test_a_push_to_the_repository_starts_a_build_through_the_documented_webhook():
+    """`triggers { githubPush() }` answers the README's webhook to <jenkins>/github-webhook/."""
+    assert "githubPush()" in section(section(TEXT, "pipeline"), "triggers")
+    assert "/github-webhook/" in (REPO_ROOT / "docs" / "minikube.md").read_text()
 
 
 def test_credentials_are_scoped_to_the_stages_that_need_them():

@@ -1,23 +1,24 @@
-"""The Ansible roles render valid Kubernetes manifests: checked with the real ansible-playbook, no cluster.
+"""The Ansible roles render valid Kubernetes manifests and deploy them: checked with the real ansible-playbook.
 
 Renders playbooks/deploy.yml into a temporary folder and checks every manifest against the Kubernetes JSON
 schema and the project's rules (labels, resources, probes, non-root); lints playbooks/; and (slow) applies it
-with kubernetes.core.k8s to a stand-in API server that speaks the Kubernetes REST protocol.
+with kubernetes.core.k8s to a real control plane (infra/kube: etcd, kube-apiserver, controllers, scheduler,
+a kwok node, metrics-server), where every object must become ready, a redeploy must roll out and the HPA
+must scale on CPU.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from app.config import FIELDS, REPO_ROOT
+from infra.kube.build import kubernetes_version
+from infra.kube.cluster import DEFAULT_STORAGE_CLASS, EXTRA_STORAGE_CLASS, NODE_NAME, KubeCluster
 
 IMAGE_TAG = "4242"
 MODEL_IMAGE_TAG = "blip-vqa-small--adapter-7"
@@ -302,6 +305,8 @@ def test_configmaps_and_secrets_use_only_settings_variables(manifests: list[Mani
     assert {"VQA_MODEL_DIR", "VQA_ADAPTERS_DIR", "VQA_IMAGES_ROOT", "ES_URL", "ES_INDEX_PREFIX"} <= set(
         configmaps[0].obj["data"])
     assert {"WATCHDOG_TRIGGER", "JENKINS_URL", "JENKINS_USER", "JENKINS_JOB"} <= set(configmaps[1].obj["data"])
+    # The watchdog asks the service, by its Service name, for the window drift reference.
+    assert configmaps[1].obj["data"]["VQA_SERVICE_URL"] == "http://vqa-app:5000"
     for secret in (m for m in manifests if m.kind == "Secret"):
         assert not secret.obj.get("stringData") and not secret.obj.get("data"), f"{secret} has default values"
 
@@ -397,6 +402,20 @@ def test_filebeat_reads_the_node_logs_with_read_only_rbac(manifests: list[Manife
         assert set(rule["verbs"]) == {"get", "list", "watch"}, rule
 
 
+def test_volume_claims_name_a_storage_class_only_when_one_is_given(manifests: list[Manifest], tmp_path: Path) -> None:
+    """By default the claims name no class (the cluster's default); the role settings name one per claim."""
+    es_template = one(manifests, "elk", "StatefulSet").obj["spec"]["volumeClaimTemplates"][0]
+    assert "storageClassName" not in es_template["spec"]
+    assert "storageClassName" not in one(manifests, "watchdog", "PersistentVolumeClaim").obj["spec"]
+    out = tmp_path / "manifests"
+    proc = render(out, "elk_elasticsearch_storage_class=fast-ssd", "watchdog_state_storage_class=small-hdd")
+    assert proc.returncode == 0, f"ansible-playbook failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    rendered = load(out)
+    es_template = one(rendered, "elk", "StatefulSet").obj["spec"]["volumeClaimTemplates"][0]
+    assert es_template["spec"]["storageClassName"] == "fast-ssd"
+    assert one(rendered, "watchdog", "PersistentVolumeClaim").obj["spec"]["storageClassName"] == "small-hdd"
+
+
 def test_playbooks_pass_ansible_lint_production_profile(tmp_path: Path) -> None:
     """ansible-lint passes on playbooks/ with the production profile, offline."""
     env = _ansible_env(tmp_path)
@@ -408,224 +427,237 @@ def test_playbooks_pass_ansible_lint_production_profile(tmp_path: Path) -> None:
     assert "Profile 'production' was required, and it passed" in output
 
 
-# --- apply mode, against a stand-in Kubernetes API server ---------------------------------------------------
+# --- apply mode, against a real control plane (tests/fixtures_kube.py) -------------------------------------
 
-# The API groups and resources the roles use, as a real API server's discovery documents list them.
-API_RESOURCES: dict[str, list[tuple[str, str, bool]]] = {
-    "v1": [("namespaces", "Namespace", False), ("configmaps", "ConfigMap", True), ("secrets", "Secret", True),
-           ("services", "Service", True), ("serviceaccounts", "ServiceAccount", True),
-           ("persistentvolumeclaims", "PersistentVolumeClaim", True)],
-    "apps/v1": [("deployments", "Deployment", True), ("statefulsets", "StatefulSet", True),
-                ("daemonsets", "DaemonSet", True)],
-    "autoscaling/v2": [("horizontalpodautoscalers", "HorizontalPodAutoscaler", True)],
-    "rbac.authorization.k8s.io/v1": [("clusterroles", "ClusterRole", False),
-                                     ("clusterrolebindings", "ClusterRoleBinding", False)],
-}
-API_VERSION = "1.33"
+ADMIN_TOKEN = "s3cret-admin"
+JENKINS_TOKEN = "jenkins-tok"
+FILEBEAT_USER = "system:serviceaccount:logging:filebeat"
+# Resources Filebeat's add_kubernetes_metadata reads (pod, its namespace and node, the owning ReplicaSet or Job).
+FILEBEAT_READS = {("", "pods"), ("", "namespaces"), ("", "nodes"), ("apps", "replicasets"), ("batch", "jobs")}
+# What every authenticated user may create: reviews of its own access (system:basic-user and friends).
+SELF_REVIEWS = {"selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"}
+WAIT_SECONDS = 240.0
 
 
-def _merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch (what strategic merge does too for the maps and whole lists sent here)."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _merge_patch(result.get(key), value)
-    return result
+@dataclass
+class Deployed:
+    cluster: KubeCluster
+    first: subprocess.CompletedProcess[str]
+    apply: Callable[..., subprocess.CompletedProcess[str]]
 
 
-class KubeAPIStandIn:
-    """The parts of the Kubernetes REST API that kubernetes.core.k8s uses: version, discovery, and get,
-    create and patch of objects, which it stores as the API server would (defaults, generation, stringData
-    folded into data) and reports as ready (the status a healthy rollout ends in)."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-        self.requests: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> KubeAPIStandIn:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def kubeconfig(self, path: Path) -> Path:
-        cluster = {"name": "stand-in", "cluster": {"server": self.url}}
-        context = {"name": "stand-in", "context": {"cluster": "stand-in", "user": "stand-in"}}
-        path.write_text(json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [cluster],
-                                    "users": [{"name": "stand-in", "user": {"token": "stand-in"}}],
-                                    "contexts": [context], "current-context": "stand-in"}))
-        return path
-
-    def get(self, kind: str, name: str, namespace: str = "") -> dict[str, Any]:
-        [obj] = [o for (_gv, k, ns, n), o in self.objects.items() if (k, ns, n) == (kind, namespace, name)]
-        return obj
-
-    # -- the HTTP side
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _body(self) -> Any:
-                return json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                self._send(*api.handle("GET", self.path, None))
-
-            def do_POST(self) -> None:  # noqa: N802
-                self._send(*api.handle("POST", self.path, self._body()))
-
-            def do_PATCH(self) -> None:  # noqa: N802
-                self._send(*api.handle("PATCH", self.path, self._body()))
-
-        return Handler
-
-    def handle(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
-        path = path.split("?", 1)[0].rstrip("/")
-        with self._lock:
-            self.requests.append((method, path))
-            if path == "/version":
-                return 200, {"major": "1", "minor": API_VERSION.split(".")[1], "gitVersion": f"v{API_VERSION}.0",
-                             "platform": "linux/amd64"}
-            if path == "/api":
-                return 200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
-            if path == "/apis":
-                groups = []
-                for gv in API_RESOURCES:
-                    if "/" in gv:
-                        version = {"groupVersion": gv, "version": gv.split("/")[1]}
-                        groups.append({"name": gv.split("/")[0], "versions": [version], "preferredVersion": version})
-                return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
-            gv, rest = self._split(path)
-            if gv is None:
-                return self._status(404, "NotFound", f"no such path {path}")
-            if not rest:
-                return 200, {"kind": "APIResourceList", "groupVersion": gv, "resources": [
-                    {"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind,
-                     "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}
-                    for plural, kind, namespaced in API_RESOURCES[gv]]}
-            return self._object(method, gv, rest, body)
-
-    @staticmethod
-    def _split(path: str) -> tuple[str | None, list[str]]:
-        for gv in API_RESOURCES:
-            prefix = "/api/v1" if gv == "v1" else f"/apis/{gv}"
-            if path == prefix or path.startswith(prefix + "/"):
-                return gv, [p for p in path[len(prefix):].split("/") if p]
-        return None, []
-
-    def _object(self, method: str, gv: str, rest: list[str], body: Any) -> tuple[int, dict[str, Any]]:
-        namespace = ""
-        if rest[0] == "namespaces" and len(rest) >= 3:
-            namespace, rest = rest[1], rest[2:]
-        kinds = {plural: (kind, namespaced) for plural, kind, namespaced in API_RESOURCES[gv]}
-        if rest[0] not in kinds or len(rest) > 2 or kinds[rest[0]][1] != bool(namespace):
-            return self._status(404, "NotFound", f"the server could not find {gv} {'/'.join(rest)}")
-        kind = kinds[rest[0]][0]
-        name = rest[1] if len(rest) == 2 else (body or {}).get("metadata", {}).get("name", "")
-        key = (gv, kind, namespace, name)
-        if method == "GET" and len(rest) == 2:
-            if key not in self.objects:
-                return self._status(404, "NotFound", f'{rest[0]} "{name}" not found')
-            return 200, self.objects[key]
-        if method == "POST" and len(rest) == 1:
-            if key in self.objects:
-                return self._status(409, "AlreadyExists", f'{rest[0]} "{name}" already exists')
-            if body.get("kind") != kind or body.get("apiVersion") != gv:
-                return self._status(400, "BadRequest", f"{body.get('kind')} posted to {gv} {kind}")
-            self.objects[key] = self._store(body, None)
-            return 201, self.objects[key]
-        if method == "PATCH" and len(rest) == 2:
-            if key not in self.objects:
-                return self._status(404, "NotFound", f'{rest[0]} "{name}" not found')
-            self.objects[key] = self._store(_merge_patch(self.objects[key], body), self.objects[key])
-            return 200, self.objects[key]
-        return self._status(405, "MethodNotAllowed", f"{method} {'/'.join(rest)}")
-
-    @staticmethod
-    def _status(code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
-        return code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                      "message": message, "reason": reason, "code": code}
-
-    def _store(self, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
-        obj = copy.deepcopy(obj)
-        meta = obj.setdefault("metadata", {})
-        meta.setdefault("uid", f"uid-{len(self.objects) + 1}")
-        meta["resourceVersion"] = str(len(self.requests))
-        spec_changed = old is None or old.get("spec") != obj.get("spec")
-        meta["generation"] = (old or {}).get("metadata", {}).get("generation", 0) + (1 if spec_changed else 0)
-        if obj["kind"] == "Secret" and "stringData" in obj:
-            data = obj.setdefault("data", {})
-            for k, v in obj.pop("stringData").items():
-                data[k] = base64.b64encode(v.encode()).decode()
-        generation = meta["generation"]
-        if obj["kind"] == "Deployment":
-            replicas = obj["spec"].setdefault("replicas", 1)
-            obj["status"] = {"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
-                             "availableReplicas": replicas, "updatedReplicas": replicas}
-        elif obj["kind"] == "StatefulSet":
-            replicas = obj["spec"].setdefault("replicas", 1)
-            obj["spec"].setdefault("updateStrategy", {"type": "RollingUpdate"})
-            obj["status"] = {"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
-                             "updatedReplicas": replicas, "currentRevision": f"{meta['name']}-{generation}",
-                             "updateRevision": f"{meta['name']}-{generation}"}
-        elif obj["kind"] == "DaemonSet":
-            obj["status"] = {"observedGeneration": generation, "desiredNumberScheduled": 1, "numberReady": 1,
-                             "updatedNumberScheduled": 1, "numberAvailable": 1, "currentNumberScheduled": 1}
-        return obj
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT_SECONDS) -> Any:
+    """Poll `probe()` until it returns something truthy; fail with `what` and the last value after `timeout`."""
+    deadline, value = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(1)
+    pytest.fail(f"{what} did not happen within {timeout:.0f} s; last seen: {value!r}")
 
 
-def apply(tmp_path: Path, api: KubeAPIStandIn, *extra_vars: str) -> subprocess.CompletedProcess[str]:
-    """Run playbooks/deploy.yml in apply mode against the stand-in API server."""
-    env = _ansible_env(tmp_path)
-    (tmp_path / "tmp").mkdir(exist_ok=True)
-    env.update(KUBECONFIG=str(api.kubeconfig(tmp_path / "kubeconfig")), TMPDIR=str(tmp_path / "tmp"))
-    for var in ("K8S_AUTH_KUBECONFIG", "K8S_AUTH_CONTEXT", "K8S_AUTH_HOST", "K8S_AUTH_API_KEY"):
-        env.pop(var, None)
-    return run_playbook(env, *extra_vars)
+@pytest.fixture(scope="module")
+def deployed(kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+    """playbooks/deploy.yml applied once to the test cluster, the watchdog's claim in the non-default class."""
+    tmp = tmp_path_factory.mktemp("apply")
+
+    def apply(*extra_vars: str) -> subprocess.CompletedProcess[str]:
+        # A fresh TMPDIR per run: kubernetes.core caches API discovery there, per server address.
+        run_tmp = Path(tempfile.mkdtemp(dir=tmp))
+        env = kube_cluster.env(_ansible_env(run_tmp))
+        env["TMPDIR"] = str(run_tmp)
+        return run_playbook(env, f"watchdog_state_storage_class={EXTRA_STORAGE_CLASS}", *extra_vars)
+
+    first = apply(f"vqa_deploy_admin_token={ADMIN_TOKEN}", f"watchdog_jenkins_api_token={JENKINS_TOKEN}")
+    assert first.returncode == 0, f"ansible-playbook failed:\n{first.stdout[-6000:]}\n{first.stderr[-3000:]}"
+    return Deployed(kube_cluster, first, apply)
+
+
+def workload_ready(obj: dict[str, Any]) -> bool:
+    status, kind = obj.get("status", {}), obj["kind"]
+    if kind == "DaemonSet":
+        return status.get("desiredNumberScheduled", 0) >= 1 and status.get("numberReady") == status[
+            "desiredNumberScheduled"]
+    wanted = obj["spec"].get("replicas", 1)
+    return wanted >= 1 and status.get("readyReplicas") == wanted and status.get("updatedReplicas") == wanted
+
+
+def pods_of(cluster: KubeCluster, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+    labels = ",".join(f"{k}={v}" for k, v in selector.items())
+    return cluster.get_json("pods", "-n", namespace, "-l", labels)["items"]
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return pod["status"].get("phase") == "Running" and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def secret_value(cluster: KubeCluster, namespace: str, name: str, key: str) -> str:
+    return base64.b64decode(cluster.get_json("secret", name, "-n", namespace)["data"][key]).decode()
 
 
 @pytest.mark.slow
-def test_apply_mode_creates_every_object_and_a_tag_only_redeploy_keeps_the_secrets(
-        manifests: list[Manifest], tmp_path: Path) -> None:
-    """kubernetes.core.k8s validates, creates and waits for each object; a tag-only redeploy patches, keeps secrets."""
-    with KubeAPIStandIn() as api:
-        first = apply(tmp_path, api, "vqa_deploy_admin_token=s3cret-admin", "watchdog_jenkins_api_token=tok")
-        assert first.returncode == 0, f"ansible-playbook failed:\n{first.stdout[-6000:]}\n{first.stderr[-3000:]}"
-        assert "s3cret-admin" not in first.stdout + first.stderr, "a secret reached the playbook output"
-        expected = {(m.kind, m.obj["metadata"].get("namespace", ""), m.name) for m in manifests}
-        assert {(kind, ns, name) for (_gv, kind, ns, name) in api.objects} == expected
-        assert sum(method == "POST" for method, _path in api.requests) == len(expected), "each object created once"
-        first_requests = len(api.requests)
+def test_apply_mode_makes_every_object_of_the_three_roles_and_their_pods_ready(
+        deployed: Deployed, manifests: list[Manifest]) -> None:
+    """Every rendered object exists on the cluster; each workload's pods run Ready on the kwok node."""
+    cluster = deployed.cluster
+    assert ADMIN_TOKEN not in deployed.first.stdout + deployed.first.stderr, "a secret reached the playbook output"
+    for m in manifests:
+        namespace = ["-n", m.obj["metadata"]["namespace"]] if "namespace" in m.obj["metadata"] else []
+        live = cluster.get_json(m.kind.lower(), m.name, *namespace)
+        assert live["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ansible", str(m)
+        if m.kind in POD_OWNERS:
+            assert workload_ready(live), f"{m} is not ready: {live.get('status')}"
+            pods = pods_of(cluster, live["metadata"]["namespace"], live["spec"]["selector"]["matchLabels"])
+            assert pods and all(is_ready(p) and p["spec"]["nodeName"] == NODE_NAME for p in pods), str(m)
+    assert secret_value(cluster, "vqa", "vqa-secrets", "VQA_ADMIN_TOKEN") == ADMIN_TOKEN
+    assert secret_value(cluster, "vqa", "vqa-watchdog-secrets", "JENKINS_API_TOKEN") == JENKINS_TOKEN
 
-        second = apply(tmp_path, api, "vqa_image_tag=4243")
-        assert second.returncode == 0, f"ansible-playbook failed:\n{second.stdout[-6000:]}\n{second.stderr[-3000:]}"
-        assert "s3cret-admin" not in second.stdout + second.stderr
-    later = [method for method, _path in api.requests[first_requests:]]
-    assert "POST" not in later and "PATCH" in later, "a redeploy patches what exists"
-    app = api.get("Deployment", "vqa-app", "vqa")
-    assert app["spec"]["template"]["spec"]["containers"][0]["image"] == "vqa-app:4243"
-    assert app["metadata"]["generation"] == 2
-    secret = api.get("Secret", "vqa-secrets", "vqa")["data"]
-    assert base64.b64decode(secret["VQA_ADMIN_TOKEN"]).decode() == "s3cret-admin"
-    assert base64.b64decode(api.get("Secret", "vqa-watchdog-secrets", "vqa")["data"]["JENKINS_API_TOKEN"]) == b"tok"
+
+@pytest.mark.slow
+def test_volume_claims_bind_through_the_named_storage_class_or_the_clusters_default(deployed: Deployed) -> None:
+    """Elasticsearch's claim (no class given) gets the default class, the watchdog's the one named; both Bound."""
+    cluster = deployed.cluster
+    es_claim = cluster.get_json("pvc", "data-elasticsearch-0", "-n", "logging")
+    watchdog_claim = cluster.get_json("pvc", "vqa-watchdog-state", "-n", "vqa")
+    assert es_claim["spec"]["storageClassName"] == DEFAULT_STORAGE_CLASS
+    assert watchdog_claim["spec"]["storageClassName"] == EXTRA_STORAGE_CLASS
+    for claim in (es_claim, watchdog_claim):
+        assert claim["status"]["phase"] == "Bound", claim["status"]
+        volume = cluster.get_json("pv", claim["spec"]["volumeName"])
+        assert volume["spec"]["storageClassName"] == claim["spec"]["storageClassName"]
+
+
+@pytest.mark.slow
+def test_validate_checks_against_the_version_the_api_server_reports(deployed: Deployed) -> None:
+    """The server reports the pinned release; kubernetes-validate has its schemas, so no version warning."""
+    server = json.loads(deployed.cluster.kubectl("version", "-o", "json").stdout)["serverVersion"]
+    assert server["gitVersion"] == kubernetes_version()
+    kubernetes_validate.validate({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}},
+                                 server["gitVersion"], strict=True)
+    # kubernetes.core's validate asks the server for its version; for a version without schemas it only warns.
+    output = deployed.first.stdout + deployed.first.stderr
+    assert "doesn't support kubernetes version" not in output, output[-3000:]
+
+
+@pytest.mark.slow
+def test_filebeat_service_account_may_read_pod_metadata_and_do_nothing_more(deployed: Deployed) -> None:
+    """SubjectAccessReviews: Filebeat may list and watch pods; it may not write, exec, or read Secrets."""
+    cluster = deployed.cluster
+
+    def allowed(verb: str, resource: str, group: str = "", namespace: str = "", subresource: str = "") -> bool:
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+            "user": FILEBEAT_USER, "groups": ["system:serviceaccounts", "system:serviceaccounts:logging",
+                                              "system:authenticated"],
+            "resourceAttributes": {"verb": verb, "resource": resource, "group": group, "namespace": namespace,
+                                   "subresource": subresource}}}
+        done = cluster.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review))
+        return json.loads(done.stdout)["status"].get("allowed", False)
+
+    for verb in ("list", "watch", "get"):
+        assert allowed(verb, "pods"), f"filebeat may not {verb} pods"
+        assert allowed(verb, "pods", namespace="vqa"), f"filebeat may not {verb} pods in vqa"
+    denied = [("create", "pods", ""), ("delete", "pods", ""), ("patch", "pods", ""), ("update", "nodes", ""),
+              ("get", "secrets", ""), ("list", "secrets", ""), ("list", "configmaps", ""),
+              ("create", "deployments", "apps"), ("delete", "namespaces", ""), ("bind", "clusterroles",
+                                                                               "rbac.authorization.k8s.io"),
+              ("impersonate", "serviceaccounts", "")]
+    assert [d for d in denied if allowed(d[0], d[1], d[2], namespace="vqa")] == []
+    assert not allowed("create", "pods", namespace="vqa", subresource="exec")
+    assert not allowed("get", "pods", namespace="vqa", subresource="log")
+    # Everything it may do, as the server lists it: reads of the metadata resources, and self-reviews.
+    # (--validate=false: kubectl's own schema check would list CRDs as Filebeat, which it may not.)
+    as_filebeat = ["--as", FILEBEAT_USER, "--as-group", "system:serviceaccounts",
+                   "--as-group", "system:serviceaccounts:logging", "--validate=false"]
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": "vqa"}}
+    done = cluster.kubectl("create", "-f", "-", "-o", "json", *as_filebeat, input=json.dumps(review))
+    rules = json.loads(done.stdout)["status"]["resourceRules"]
+    reads, writes = set(), []
+    for rule in rules:
+        pairs = {(g, r) for g in rule.get("apiGroups", []) for r in rule.get("resources", [])}
+        if set(rule["verbs"]) <= {"get", "list", "watch"}:
+            reads |= pairs
+        else:
+            writes.append(rule)
+    assert reads == FILEBEAT_READS
+    assert all(set(r["verbs"]) == {"create"} and set(r["resources"]) <= SELF_REVIEWS for r in writes), writes
+
+
+@pytest.mark.slow
+def test_a_tag_only_redeploy_rolls_out_a_new_replicaset_and_keeps_the_secrets(deployed: Deployed) -> None:
+    """Redeploying with only a new image tag: a new ReplicaSet serves, the old one is scaled to 0, Secrets stay."""
+    cluster = deployed.cluster
+    selector = {"app.kubernetes.io/name": "vqa-app"}
+
+    def replicasets() -> dict[str, dict[str, Any]]:
+        items = cluster.get_json("rs", "-n", "vqa", "-l", ",".join(f"{k}={v}" for k, v in selector.items()))
+        return {rs["metadata"]["name"]: rs for rs in items["items"]}
+
+    [old] = [name for name, rs in replicasets().items() if rs["spec"]["replicas"] > 0]
+    second = deployed.apply("vqa_image_tag=4243")
+    assert second.returncode == 0, f"ansible-playbook failed:\n{second.stdout[-6000:]}\n{second.stderr[-3000:]}"
+    after = replicasets()
+    [new] = [name for name, rs in after.items() if rs["spec"]["template"]["spec"]["containers"][0]["image"]
+             == "vqa-app:4243"]
+    assert new != old and after[old]["spec"]["replicas"] == 0 and after[old]["status"].get("replicas", 0) == 0
+    assert after[new]["status"].get("readyReplicas") == after[new]["spec"]["replicas"] >= 1
+    new_hash = after[new]["metadata"]["labels"]["pod-template-hash"]
+
+    def only_new_pods() -> list[dict[str, Any]] | None:
+        pods = pods_of(cluster, "vqa", selector)
+        return pods if pods and {p["metadata"]["labels"]["pod-template-hash"] for p in pods} == {new_hash} else None
+
+    pods = wait_for("the old ReplicaSet's pods to be gone", only_new_pods)
+    assert all(is_ready(p) and p["spec"]["containers"][0]["image"] == "vqa-app:4243" for p in pods)
+    assert ADMIN_TOKEN not in second.stdout + second.stderr
+    assert secret_value(cluster, "vqa", "vqa-secrets", "VQA_ADMIN_TOKEN") == ADMIN_TOKEN
+    assert secret_value(cluster, "vqa", "vqa-watchdog-secrets", "JENKINS_API_TOKEN") == JENKINS_TOKEN
+
+
+def hpa_table(cluster: KubeCluster) -> str:
+    """`kubectl get hpa` as a user sees it."""
+    return cluster.kubectl("get", "hpa", "vqa-app", "-n", "vqa").stdout
+
+
+def cpu_percent(table: str) -> int | None:
+    """The current CPU utilisation in a `kubectl get hpa` table (`cpu: 200%/50%`); None while `<unknown>`."""
+    found = re.search(r"cpu: (\d+)%/50%", table)
+    return int(found[1]) if found else None
+
+
+def rescales(cluster: KubeCluster) -> list[str]:
+    """The HPA's SuccessfulRescale event messages, e.g. `New size: 4; reason: cpu resource utilization
+    (percentage of request) above target`."""
+    events = cluster.get_json("events", "-n", "vqa", "--field-selector",
+                              "involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name=vqa-app")
+    return [e["message"] for e in events["items"] if e["reason"] == "SuccessfulRescale"]
+
+
+def replicas(cluster: KubeCluster) -> int:
+    return cluster.get_json("deployment", "vqa-app", "-n", "vqa")["spec"]["replicas"]
+
+
+@pytest.mark.slow
+def test_hpa_reads_cpu_and_scales_the_service_up_under_load_and_back_down(deployed: Deployed) -> None:
+    """The HPA shows a CPU percentage; usage above the 50% target scales 1 -> 2+, and it returns to 1 after."""
+    cluster = deployed.cluster
+    table = wait_for("a CPU percentage in `kubectl get hpa`",
+                     lambda: cpu_percent(t := hpa_table(cluster)) is not None and t)
+    assert "<unknown>" not in table and replicas(cluster) == 1, table
+    [pod] = [p for p in pods_of(cluster, "vqa", {"app.kubernetes.io/name": "vqa-app"})
+             if p["metadata"].get("deletionTimestamp") is None]
+    # kwok reports this as the pod's CPU: 1000m of its 500m request is 200%, four times the target.
+    cluster.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", "vqa", "kwok.x-k8s.io/usage-cpu=1000m")
+    up = wait_for("a scale-up", lambda: [e for e in rescales(cluster) if "above target" in e])
+    assert replicas(cluster) >= 2, up
+    cluster.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", "vqa", "kwok.x-k8s.io/usage-cpu-")
+    down = wait_for("the scale-down after the stabilisation window",
+                    lambda: [e for e in rescales(cluster) if "New size: 1;" in e and "below target" in e])
+    assert replicas(cluster) == 1, down
+    hpa = cluster.get_json("hpa", "vqa-app", "-n", "vqa")
+    conditions = {c["type"]: c["status"] for c in hpa["status"]["conditions"]}
+    assert conditions["ScalingActive"] == "True", hpa["status"]
+    table = hpa_table(cluster)
+    assert (cpu_percent(table) is not None and cpu_percent(table) < 50), table

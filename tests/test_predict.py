@@ -91,6 +91,8 @@ BAD_JSON = [
     ({"image_path": "/etc/passwd", "question": "what?"}, 400, "not absolute"),
     ({"image_path": "../../etc/passwd", "question": "what?"}, 400, "must not contain `..`"),
     ({"image_path": "test/999999.png", "question": "what?"}, 404, "no image at"),
+    ({"image_path": "x" * 5000, "question": "what?"}, 400, "the limit is 1024"),
+    ({"image_path": "y" * 1000, "question": "what?"}, 400, "cannot be used as a file name"),
     ({"image_base64": "%%%not base64%%%", "question": "what?"}, 400, "not valid base64"),
     ({"image_base64": base64.b64encode(b"plain text").decode(), "question": "what?"}, 400, "not an image"),
     ({"image_base64": base64.b64encode(png()[:100]).decode(), "question": "what?"}, 400, "truncated or corrupt"),
@@ -183,6 +185,38 @@ def test_feedback_records_a_labelled_event_once_per_request(client, app):
     assert events.document_id([e for e in shipped if e["event"] == "feedback"][-1]) == f"feedback-{rid}"
     assert client.post("/feedback", json={"request_id": "nope", "answer": "red"}).status_code == 404
     assert client.post("/feedback", json={"request_id": rid}).status_code == 400
+
+
+def test_feedback_token_when_set_is_required(settings, null_shipper):
+    """With VQA_FEEDBACK_TOKEN set, /feedback without it (or with a wrong one) is 401; with it, 200."""
+    from dataclasses import replace
+
+    from app import create_app
+
+    application = create_app(replace(settings, feedback_token="fb-s3cret"), shipper=null_shipper)
+    try:
+        assert application.extensions["vqa"].models.wait_ready(60)
+        c = application.test_client()
+        rid = c.post("/predict", json={"image_path": "test/0.png", "question": "what shape is in the image?"}
+                     ).get_json()["request_id"]
+        label = {"request_id": rid, "answer": "circle"}
+        anonymous = c.post("/feedback", json=label)
+        assert anonymous.status_code == 401 and "VQA_FEEDBACK_TOKEN" in anonymous.get_json()["error"]
+        assert c.post("/feedback", json=label, headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert [e for e in null_shipper.events if e["event"] == "feedback"] == []
+        ok = c.post("/feedback", json=label, headers={"Authorization": "Bearer fb-s3cret"})
+        assert ok.status_code == 200 and ok.get_json()["correct_answer"] == "circle"
+        assert "fb-s3cret" not in str(application.extensions["vqa"].settings)
+    finally:
+        application.extensions["vqa"].close()
+
+
+def test_openapi_description_names_every_route(client, app):
+    """/openapi.json is OpenAPI 3 and describes each route the app serves (but the static ones)."""
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    served = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    assert served == set(spec["paths"])
 
 
 def test_feedback_with_the_receipt_needs_no_memory_of_the_request(client, app):
@@ -314,12 +348,15 @@ def test_readyz_fails_while_the_model_cannot_load(settings, null_shipper):
 
     broken = Settings(**{**settings.__dict__, "model_dir": "/nonexistent/model"})
     application = create_app(broken, shipper=null_shipper)
-    application.extensions["vqa"].models.wait_ready(10)
-    c = application.test_client()
-    r = c.get("/readyz")
-    assert r.status_code == 503
-    assert "config.json missing" in r.get_json()["checks"]["model"]["detail"]
-    assert c.post("/predict", json={"image_path": "test/0.png", "question": "q"}).status_code == 503
+    try:
+        application.extensions["vqa"].models.wait_ready(10)
+        c = application.test_client()
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert "config.json missing" in r.get_json()["checks"]["model"]["detail"]
+        assert c.post("/predict", json={"image_path": "test/0.png", "question": "q"}).status_code == 503
+    finally:
+        application.extensions["vqa"].close()
 
 
 def test_event_line_format_round_trips():
@@ -330,3 +367,29 @@ def test_event_line_format_round_trips():
     assert json.loads(line.split(" ", 1)[1]) == doc
     with pytest.raises(ValueError):
         events.make_event(events.INFERENCE, not_a_field=1)
+
+
+def test_inference_events_carry_the_input_signature_the_served_reference_reads(client, app):
+    """The inference event holds the image's window-drift signature; /drift/reference serves its reference."""
+    from app.model.window_drift import WindowReference
+
+    body = client.post("/predict", json={"image_path": "test/0.png", "question": "what color is the shape?"})
+    assert events.SIGNATURE not in body.get_json()  # the response keeps its fields
+    [event] = [e for e in app.extensions["vqa"].shipper.events if e["event"] == "inference"]
+    served = client.get("/drift/reference")
+    assert served.status_code == 200
+    payload = served.get_json()
+    assert (payload["model_version"], payload["adapter_version"]) == (event["model_version"], "none")
+    reference = WindowReference.from_dict(payload["reference"])
+    assert len(event[events.SIGNATURE]) == reference.dims and all(isinstance(v, float) for v in event["signature"])
+    assert events.SIGNATURE not in app.extensions["vqa"].recent.get(event["request_id"])
+
+
+def test_drift_reference_of_a_model_without_one_is_a_404_that_says_how_to_make_it(client, app):
+    """A model with no window reference answers /drift/reference with 404 and the command that fits one."""
+    app.extensions["vqa"].models.current.window_reference = None
+    r = client.get("/drift/reference")
+    assert r.status_code == 404 and "scripts.fit_window_reference" in r.get_json()["error"]
+    body = client.post("/predict", json={"image_path": "test/0.png", "question": "what color is the shape?"})
+    assert body.status_code == 200
+    assert events.SIGNATURE not in app.extensions["vqa"].shipper.events[-1]

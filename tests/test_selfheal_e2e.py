@@ -37,9 +37,10 @@ def test_inverted_traffic_triggers_one_retraining_and_the_service_heals(es_node,
     assert drifted_before < clean - 0.2, story  # the drift really hurt
     assert healed >= drifted_before + 0.2, story  # and retraining really repaired it
     assert healed >= healed_clean - 0.05, story  # drifted within 5 points of clean, on the healed model
-    # Clean images are not forgotten: measured 95.5-96.0% after vs 99.0% before in two runs; the
-    # bound leaves room for the run-to-run spread of LoRA training (thread scheduling).
-    assert healed_clean >= clean - 0.08, story
+    # Clean images are not forgotten. The bound comes from the measured spread: three recorded runs lost
+    # 3.0, 3.5 and 4.5 points (mean 3.7) on clean images; a difference of two accuracies measured on 200
+    # and 400 questions at ~96-99% has a sampling SD of about 1.2 points, so mean + 2.5 SD = 6.7 -> 7 points.
+    assert healed_clean >= clean - 0.07, story
     new_adapter = run_state["adapter"].rsplit("/", 1)[-1]
     assert result.phases["healed-drifted"]["adapter_versions"] == [new_adapter], story
     assert result.decisions[-1]["decision"] == "check" and result.decisions[-1]["rule"] == "none", story

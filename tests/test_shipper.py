@@ -316,3 +316,36 @@ def test_a_dead_workers_spool_file_is_recovered_and_each_file_is_claimed_once(tm
     assert len(claimed_by) == 2
     assert sorted(json.loads(line)["request_id"] for line in lines) == ["mine", "orphan-1", "orphan-2"]
     assert list(directory.iterdir()) == []
+
+
+def test_a_crash_of_the_delivery_loop_is_logged_restarted_and_loses_nothing(es_url, es_client, tmp_path, caplog,
+                                                                             monkeypatch):
+    """An unexpected error inside delivery: the traceback is logged, /readyz's check says so, the loop comes
+    back, and every event (the crashed batch too, through the spool) is indexed once."""
+    prefix = _prefix()
+    real_bulk, crashes = EventShipper._bulk, []
+
+    def bulk_that_crashes_once(self, docs):
+        if not crashes:
+            crashes.append(len(docs))
+            raise KeyError("a bug in delivery")
+        return real_bulk(self, docs)
+
+    monkeypatch.setattr(EventShipper, "_bulk", bulk_that_crashes_once)
+    shipper = EventShipper(_settings(es_url, tmp_path / "spool", prefix))
+    shipper.start()
+    try:
+        for i in range(30):
+            shipper.submit(_inference(i))
+        deadline = time.monotonic() + 10
+        while not crashes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, detail = shipper.health()
+        assert crashes and status == "degraded" and "KeyError" in detail, (status, detail)
+        for i in range(30, 40):
+            shipper.submit(_inference(i))
+        assert _wait_count(es_client, prefix, 40, timeout=30) == 40
+    finally:
+        shipper.close()
+    assert "background loop event-shipper crashed" in caplog.text and "a bug in delivery" in caplog.text
+    assert _count(es_client, prefix) == 40

@@ -82,7 +82,8 @@ def test_pypi_watchdog_beside_the_project_fails_loudly_with_the_fix(tmp_path, co
     ({"ES_URL": "http://127.0.0.1:9", "JENKINS_URL": "http://127.0.0.1:9", "JENKINS_USER": "u"}, ["--once"],
      "JENKINS_API_TOKEN"),
     ({"ES_URL": "http://127.0.0.1:9", "WATCHDOG_MIN_SAMPLES": "lots"}, ["--once"], "WATCHDOG_MIN_SAMPLES='lots'"),
-    ({"ES_URL": "http://127.0.0.1:9", "WATCHDOG_TRIGGER": "cron"}, ["--once"], "unknown trigger 'cron'"),
+    ({"ES_URL": "http://127.0.0.1:9", "WATCHDOG_TRIGGER": "cron"}, ["--once"],
+     "WATCHDOG_TRIGGER='cron' is not one of: jenkins, local"),
     ({"ES_URL": "ftp://nowhere"}, ["--once", "--trigger", "local"], "not an http(s)://host"),
     ({"ES_URL": "http://127.0.0.1:9"}, ["--once", "--trigger", "local", "--interval", "0"], "must be positive"),
 ])

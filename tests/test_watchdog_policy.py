@@ -9,14 +9,14 @@ import pytest
 
 from app.config import Settings
 from watchdog import policy
-from watchdog.policy import WindowStats, decide
+from watchdog.policy import DriftTestStats, WindowStats, decide
 from watchdog.state import FINISHED, QUEUED, RUNNING, UNKNOWN, TriggerRef, WatchdogState
 
 NOW = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(
     watchdog_min_samples=50, watchdog_quality_threshold=0.75, watchdog_drift_threshold=2.0,
     watchdog_accuracy_threshold=0.8, watchdog_min_feedback=20, watchdog_cooldown_minutes=30.0,
-    watchdog_window_minutes=15.0,
+    watchdog_window_minutes=15.0, watchdog_drift_test_alpha=0.005,
 )
 HEALTHY = WindowStats(sample_count=120, avg_quality=0.91, avg_drift=0.6, feedback_count=40, accuracy=0.95,
                       window_minutes=15.0)
@@ -126,6 +126,49 @@ def test_decision_event_fields_use_the_event_schema():
     assert doc[events.RULE] == [policy.LOW_QUALITY]
     assert doc[events.SAMPLE_COUNT] == 120 and doc[events.AVG_QUALITY] == 0.42
     assert events.ACCURACY not in doc  # None values are left out, not written as null
+
+
+def drift_tested(p_value: float | None, signed: int = 120, skipped: str = "") -> WindowStats:
+    test = DriftTestStats(signed=signed, statistic=None if p_value is None else 0.97, p_value=p_value,
+                          inputs=min(signed, 90), skipped=skipped)
+    return WindowStats(sample_count=120, avg_quality=0.98, avg_drift=0.7, window_minutes=15.0, drift_test=test)
+
+
+def test_input_drift_fires_on_the_window_test_alone_and_names_its_numbers():
+    """Confident answers and a low drift_score, but the window test rejects: `input_drift` triggers by itself."""
+    d = decide(drift_tested(0.001), WatchdogState(), NOW, SETTINGS)
+    assert (d.decision, d.rules) == (policy.TRIGGER, (policy.INPUT_DRIFT,))
+    assert "input_drift: window drift test p=0.0010 (novelty AUC 0.970, 90 distinct inputs of 120 inferences)" \
+        " <= 0.005" in d.reason
+
+
+def test_input_drift_rejects_at_the_level_itself_and_not_above_it():
+    """p exactly at WATCHDOG_DRIFT_TEST_ALPHA rejects (a test's level is inclusive); just above does not."""
+    assert decide(drift_tested(0.005), WatchdogState(), NOW, SETTINGS).rules == (policy.INPUT_DRIFT,)
+    passed = decide(drift_tested(0.0051), WatchdogState(), NOW, SETTINGS)
+    assert passed.decision == policy.CHECK and "p=0.0051" in passed.reason and "> 0.005" in passed.reason
+
+
+@pytest.mark.parametrize(("stats", "why"), [
+    (drift_tested(None, signed=30), "30 inferences carry a signature, need 50"),
+    (drift_tested(None, skipped="no reference: GET failed"), "not run: no reference: GET failed"),
+    (WindowStats(120, 0.98, 0.7), "not run: no test"),
+])
+def test_input_drift_without_a_test_result_does_not_fire_and_says_why(stats, why):
+    """Too few signed inferences, no reference, or no test at all: no `input_drift`, and the reason says so."""
+    d = decide(stats, WatchdogState(), NOW, SETTINGS)
+    assert (d.decision, d.rules) == (policy.CHECK, (policy.NONE,))
+    assert why in d.reason
+
+
+def test_the_window_test_goes_into_the_decision_event():
+    """The decision event carries the test's statistic, p-value and number of distinct inputs."""
+    from app.events import schema as events
+
+    doc = events.make_event(events.WATCHDOG, **decide(drift_tested(0.001), WatchdogState(), NOW,
+                                                      SETTINGS).event_fields())
+    assert doc[events.DRIFT_TEST_STATISTIC] == 0.97 and doc[events.DRIFT_TEST_P_VALUE] == 0.001
+    assert doc[events.DRIFT_TEST_INPUTS] == 90 and doc[events.RULE] == [policy.INPUT_DRIFT]
 
 
 def test_format_duration():

@@ -125,3 +125,157 @@ def test_first_decision_creates_the_index_with_the_project_mappings(es_client, e
     properties = next(iter(mapping.body.values()))["mappings"]["properties"]
     assert properties[events.QUALITY_SCORE]["type"] == "float"
     assert properties[events.REQUEST_ID]["type"] == "keyword"
+
+
+# --- the window drift test's inputs: signatures from Elasticsearch, the reference from the service ---------------
+
+
+def synthetic_reference(seed: int = 0):
+    """A window reference fitted on random signals and pixel statistics (16 + 8 dims)."""
+    import numpy as np
+
+    from app.model.window_drift import WindowReference
+
+    rng = np.random.default_rng(seed)
+    return WindowReference.fit(rng.normal(size=(600, 16)), rng.uniform(0.2, 0.8, size=(600, 8)), components=4)
+
+
+class StaticReferences:
+    """Stands in for ServiceReferences: one reference for every version, and the versions it was asked for."""
+
+    def __init__(self, reference):
+        self.reference = reference
+        self.asked: list[tuple[str, str]] = []
+
+    def get(self, model_version, adapter_version):
+        self.asked.append((model_version, adapter_version))
+        return self.reference
+
+
+def signed(at, signature, adapter="adapter-1"):
+    return {**inference(at, 0.95, 0.7), events.SIGNATURE: [float(v) for v in signature],
+            events.MODEL_VERSION: "base-1", events.ADAPTER_VERSION: adapter}
+
+
+def test_signatures_come_back_whole_and_in_order_for_the_judged_model_only(es_client, es_settings):
+    """Each signature reads back as indexed (order kept); the replaced adapter's and unsigned events are left out."""
+    now = datetime.now(UTC)
+    ours = [signed(now - timedelta(minutes=m), [3.0 - m, -1.5, 0.25, 10.0 + m]) for m in (1, 2, 3)]
+    replaced = [signed(now - timedelta(minutes=4), [9.0, 9.0, 9.0, 9.0], adapter="adapter-0")]
+    unsigned = [{**inference(now - timedelta(minutes=1), 0.9), events.MODEL_VERSION: "base-1",
+                 events.ADAPTER_VERSION: "adapter-1"}]
+    index_events(es_client, es_settings, ours + replaced + unsigned)
+    source = ElasticsearchSource(es_client, es_settings)
+    versions = source.serving_versions(now)
+    assert source.window_signatures(now, versions) == [[2.0, -1.5, 0.25, 11.0], [1.0, -1.5, 0.25, 12.0],
+                                                       [0.0, -1.5, 0.25, 13.0]]
+
+
+@pytest.mark.parametrize(("shift", "rejected"), [(0.0, False), (5.0, True)])
+def test_the_window_is_tested_against_the_serving_models_reference(es_client, shift, rejected):
+    """60 signed inferences like the reference pass; shifted pixel statistics are rejected, p-value attached."""
+    import numpy as np
+
+    settings = Settings(es_url="http://unused", es_index_prefix=unique_prefix(), watchdog_min_samples=50)
+    reference = synthetic_reference()
+    rng = np.random.default_rng(1)
+    window = reference.signatures(rng.normal(size=(60, 16)), rng.uniform(0.2, 0.8, size=(60, 8)))
+    window[:, -2] += shift  # e.g. saturation gone: the greyscale case
+    now = datetime.now(UTC)
+    index_events(es_client, settings, [signed(now - timedelta(seconds=5 * i + 1), s) for i, s in enumerate(window)])
+    references = StaticReferences(reference)
+    stats = ElasticsearchSource(es_client, settings, references).window_stats(now)
+    test = stats.drift_test
+    assert references.asked == [("base-1", "adapter-1")]
+    assert (test.signed, test.inputs) == (60, 60) and (test.p_value <= 0.005) is rejected
+    assert test.statistic > 0.9 if rejected else 0.3 < test.statistic < 0.7
+
+
+def test_too_few_signed_inferences_skip_the_test_without_asking_for_a_reference(es_client):
+    """With fewer signed inferences than WATCHDOG_MIN_SAMPLES the reference is not fetched and no p-value exists."""
+    settings = Settings(es_url="http://unused", es_index_prefix=unique_prefix(), watchdog_min_samples=5)
+    now = datetime.now(UTC)
+    docs = [signed(now - timedelta(seconds=i + 1), [0.0] * 12) for i in range(3)]
+    docs += [{**inference(now - timedelta(seconds=i + 10), 0.9), events.MODEL_VERSION: "base-1",
+              events.ADAPTER_VERSION: "adapter-1"} for i in range(5)]
+    index_events(es_client, settings, docs)
+    references = StaticReferences(synthetic_reference())
+    stats = ElasticsearchSource(es_client, settings, references).window_stats(now)
+    assert stats.sample_count == 8 and stats.drift_test.signed == 3 and stats.drift_test.p_value is None
+    assert references.asked == []
+
+
+@pytest.fixture
+def reference_service():
+    """A local HTTP server answering GET /drift/reference as the service does; `.answer` sets what it says."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        answer = (200, {})
+        hits = 0
+
+        def do_GET(self):
+            type(self).hits += 1
+            status, body = type(self).answer
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server.handler = Handler
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_reference_is_fetched_from_the_service_once_per_version(reference_service):
+    """ServiceReferences reads /drift/reference, checks the versions and asks again only when they change."""
+    from watchdog.sources import ReferenceUnavailable, ServiceReferences
+
+    reference = synthetic_reference()
+    reference_service.handler.answer = (200, {events.MODEL_VERSION: "base-1", events.ADAPTER_VERSION: "a-1",
+                                              "reference": reference.to_dict()})
+    references = ServiceReferences(reference_service.url + "/")
+    got = references.get("base-1", "a-1")
+    assert got.dims == reference.dims and (got.calibration == reference.calibration).all()
+    references.get("base-1", "a-1")
+    assert reference_service.handler.hits == 1
+    with pytest.raises(ReferenceUnavailable, match="serves base-1/a-1, the window's newest inferences come from "
+                                                   "base-1/a-2"):
+        references.get("base-1", "a-2")
+
+
+@pytest.mark.parametrize(("answer", "message"), [
+    ((404, {"error": "no window drift reference"}), "answered 404: no window drift reference"),
+    ((200, {events.MODEL_VERSION: "base-1", events.ADAPTER_VERSION: "a-1", "reference": {"index": []}}),
+     "no usable reference"),
+])
+def test_a_service_without_a_usable_reference_is_reported_not_raised_further(reference_service, answer, message):
+    """A 404 or a malformed reference is ReferenceUnavailable with the service's words."""
+    from watchdog.sources import ReferenceUnavailable, ServiceReferences
+
+    reference_service.handler.answer = answer
+    with pytest.raises(ReferenceUnavailable, match=message):
+        ServiceReferences(reference_service.url).get("base-1", "a-1")
+
+
+def test_an_unreachable_service_skips_the_test_and_the_poll_goes_on(es_client):
+    """No service at VQA_SERVICE_URL: the window statistics still come back, the test says why it did not run."""
+    nobody = closed_port_url()
+    settings = Settings(es_url="http://unused", es_index_prefix=unique_prefix(), watchdog_min_samples=5,
+                        service_url=nobody)
+    now = datetime.now(UTC)
+    index_events(es_client, settings, [signed(now - timedelta(seconds=i + 1), [float(i)] * 12) for i in range(6)])
+    stats = ElasticsearchSource(es_client, settings).window_stats(now)
+    assert stats.sample_count == 6 and stats.drift_test.p_value is None
+    assert stats.drift_test.skipped.startswith(f"no reference: GET {nobody}/drift/reference failed")

@@ -55,8 +55,11 @@ class Watchdog:
                 self.source.record_decision(decision, ref)
             except SourceError as exc:
                 log.warning("decision not recorded in Elasticsearch: %s", exc)
-        log.info("%sdecision=%s rule=%s samples=%d build=%s reason=%s", "[dry-run] " if self.dry_run else "",
-                 decision.decision, decision.rule, decision.stats.sample_count, ref.label if ref else "-",
+        test = decision.stats.drift_test
+        log.info("%sdecision=%s rule=%s samples=%d build=%s drift_test=%s reason=%s",
+                 "[dry-run] " if self.dry_run else "", decision.decision, decision.rule, decision.stats.sample_count,
+                 ref.label if ref else "-",
+                 f"auc:{test.statistic:.3f},p:{test.p_value:.4f}" if test and test.p_value is not None else "-",
                  decision.reason)
         return decision
 

@@ -23,9 +23,21 @@ TRIGGER_FAILED = "trigger_failed"  # set by the loop when a `trigger` decision c
 LOW_QUALITY = "low_quality"
 HIGH_DRIFT = "high_drift"
 LOW_ACCURACY = "low_accuracy"
+INPUT_DRIFT = "input_drift"  # the window drift test rejects: the window's inputs are unlike the training images
 MIN_SAMPLES = "min_samples"  # too few inferences in the window to judge
 NONE = "none"  # enough samples and every rule within its threshold
-RULES = (LOW_QUALITY, HIGH_DRIFT, LOW_ACCURACY)
+RULES = (LOW_QUALITY, HIGH_DRIFT, INPUT_DRIFT, LOW_ACCURACY)
+
+
+@dataclass(frozen=True)
+class DriftTestStats:
+    """The window drift test of the window's signatures, or why it was not run (`skipped`)."""
+
+    signed: int = 0  # inferences in the window that carry a signature (at most WATCHDOG_DRIFT_TEST_MAX_EVENTS)
+    statistic: float | None = None  # novelty AUC
+    p_value: float | None = None
+    inputs: int = 0  # distinct inputs tested
+    skipped: str = ""
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,7 @@ class WindowStats:
     feedback_count: int = 0
     accuracy: float | None = None
     window_minutes: float = 0.0
+    drift_test: DriftTestStats | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,9 @@ class Decision:
             events.AVG_DRIFT: s.avg_drift,
             events.FEEDBACK_COUNT: s.feedback_count,
             events.ACCURACY: s.accuracy,
+            events.DRIFT_TEST_STATISTIC: s.drift_test.statistic if s.drift_test else None,
+            events.DRIFT_TEST_P_VALUE: s.drift_test.p_value if s.drift_test else None,
+            events.DRIFT_TEST_INPUTS: s.drift_test.inputs if s.drift_test and s.drift_test.inputs else None,
         }
 
 
@@ -111,6 +127,12 @@ def _evaluate(stats: WindowStats, settings: Settings) -> tuple[list[tuple[str, s
     else:
         passed.append(f"avg drift_score {d:.3f} <= {d_max:g}" if d is not None else "no drift_score values")
 
+    fires, text = _input_drift(stats.drift_test, settings)
+    if fires:
+        fired.append((INPUT_DRIFT, text))
+    else:
+        passed.append(text)
+
     a, a_min, labels = stats.accuracy, settings.watchdog_accuracy_threshold, stats.feedback_count
     if labels < settings.watchdog_min_feedback or a is None:
         passed.append(f"accuracy not evaluated: {labels} feedback labels < {settings.watchdog_min_feedback}")
@@ -119,6 +141,20 @@ def _evaluate(stats: WindowStats, settings: Settings) -> tuple[list[tuple[str, s
     else:
         passed.append(f"feedback accuracy {a:.3f} >= {a_min:g} over {labels} labels")
     return fired, passed
+
+
+def _input_drift(test: DriftTestStats | None, settings: Settings) -> tuple[bool, str]:
+    """(whether `input_drift` fires, the sentence for the reason)."""
+    alpha, least = settings.watchdog_drift_test_alpha, settings.watchdog_min_samples
+    if test is None or test.skipped:
+        return False, f"window drift test not run: {test.skipped if test else 'no test'}"
+    if test.signed < least or test.p_value is None:
+        return False, f"window drift test not run: {test.signed} inferences carry a signature, need {least}"
+    numbers = (f"window drift test p={test.p_value:.4f} (novelty AUC {test.statistic:.3f}, "
+               f"{test.inputs} distinct inputs of {test.signed} inferences)")
+    if test.p_value <= alpha:
+        return True, f"{INPUT_DRIFT}: {numbers} <= {alpha:g}"
+    return False, f"{numbers} > {alpha:g}"
 
 
 def _blockers(state: WatchdogState, now: datetime, settings: Settings) -> list[str]:

@@ -99,7 +99,7 @@ def _kql(field: str, value: str) -> str:
 
 
 def build_saved_objects(prefix: str = DEFAULT_PREFIX) -> list[dict[str, Any]]:
-    """The data view on `<prefix>-*`, the LOG_EVENT search, four panels and the dashboard."""
+    """The data view on `<prefix>-*`, the LOG_EVENT search, five panels and the dashboard."""
     data_view = {
         "type": "index-pattern", "id": DATA_VIEW_ID, "coreMigrationVersion": CORE_MIGRATION_VERSION,
         "typeMigrationVersion": "8.0.0",
@@ -125,8 +125,13 @@ def build_saved_objects(prefix: str = DEFAULT_PREFIX) -> list[dict[str, Any]]:
         _metric("vqa-error-count", "Errors", _kql(events.EVENT, events.ERROR)),
         _line_chart("vqa-watchdog-events", "Watchdog decisions",
                     {"type": "count", "params": {}}, _kql(events.EVENT, events.WATCHDOG), chart="histogram"),
+        # The window drift test of each poll: 0.5 while inputs look like the training images, towards 1
+        # as they stop (greyscale, inversion), whatever the answers' confidence says.
+        _line_chart("vqa-window-drift", "Window drift test: novelty AUC (max per bucket)",
+                    {"type": "max", "params": {"field": events.DRIFT_TEST_STATISTIC}},
+                    _kql(events.EVENT, events.WATCHDOG)),
     ]
-    grid = [(0, 0, 24, 12), (24, 0, 24, 12), (0, 12, 12, 12), (12, 12, 36, 12)]
+    grid = [(0, 0, 24, 12), (24, 0, 24, 12), (0, 12, 12, 12), (12, 12, 36, 12), (0, 24, 48, 12)]
     panels, references = [], []
     for i, (obj, (x, y, w, h)) in enumerate(zip(panels_objects, grid, strict=True)):
         ref = f"panel_{i}"
@@ -134,15 +139,17 @@ def build_saved_objects(prefix: str = DEFAULT_PREFIX) -> list[dict[str, Any]]:
                        "i": str(uuid.UUID(int=i + 1))}, "embeddableConfig": {}, "panelRefName": ref,
                        "version": CORE_MIGRATION_VERSION, "type": "visualization"})
         references.append({"name": ref, "type": "visualization", "id": obj["id"]})
-    panels.append({"panelIndex": str(uuid.UUID(int=99)), "gridData": {"x": 0, "y": 24, "w": 48, "h": 15,
-                   "i": str(uuid.UUID(int=99))}, "embeddableConfig": {}, "panelRefName": "panel_4",
+    search_ref = f"panel_{len(panels_objects)}"
+    panels.append({"panelIndex": str(uuid.UUID(int=99)), "gridData": {"x": 0, "y": 36, "w": 48, "h": 15,
+                   "i": str(uuid.UUID(int=99))}, "embeddableConfig": {}, "panelRefName": search_ref,
                    "version": CORE_MIGRATION_VERSION, "type": "search"})
-    references.append({"name": "panel_4", "type": "search", "id": SEARCH_ID})
+    references.append({"name": search_ref, "type": "search", "id": SEARCH_ID})
     dashboard = {
         "type": "dashboard", "id": DASHBOARD_ID, "coreMigrationVersion": CORE_MIGRATION_VERSION,
         "typeMigrationVersion": "8.7.0",
         "attributes": {
-            "title": "VQA service health", "description": "Quality, latency, errors and watchdog decisions.",
+            "title": "VQA service health",
+            "description": "Quality, latency, errors, watchdog decisions and the window drift test.",
             "panelsJSON": json.dumps(panels, sort_keys=True), "timeRestore": True, "timeFrom": "now-24h",
             "timeTo": "now", "refreshInterval": {"pause": False, "value": 30000},
             "optionsJSON": json.dumps({"useMargins": True, "syncColors": False, "hidePanelTitles": False}),

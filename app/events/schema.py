@@ -38,6 +38,7 @@ ERROR_MESSAGE = "error"
 MODEL_VERSION = "model_version"
 ADAPTER_VERSION = "adapter_version"
 IMAGE_PATH = "image_path"
+SIGNATURE = "signature"  # the input's window-drift signature: a short float array (app/model/window_drift.py)
 BATCH_SIZE = "batch_size"  # requests answered together in the model call that answered this one
 # feedback
 CORRECT_ANSWER = "correct_answer"
@@ -51,6 +52,9 @@ AVG_QUALITY = "avg_quality_score"
 AVG_DRIFT = "avg_drift_score"
 ACCURACY = "accuracy"
 FEEDBACK_COUNT = "feedback_count"
+DRIFT_TEST_STATISTIC = "drift_test_statistic"  # novelty AUC of the window against the reference
+DRIFT_TEST_P_VALUE = "drift_test_p_value"
+DRIFT_TEST_INPUTS = "drift_test_inputs"  # distinct inputs the test compared
 BUILD_ID = "build_id"
 
 # Elasticsearch mapping of every field; the index template is built from this.
@@ -68,6 +72,10 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     MODEL_VERSION: {"type": "keyword"},
     ADAPTER_VERSION: {"type": "keyword"},
     IMAGE_PATH: {"type": "keyword"},
+    # Read back from _source only (ordered, any length); never searched or aggregated, so neither
+    # indexed nor in doc values (which would sort the values). A dense_vector would fix its length
+    # per index and reject every event of a model whose signature is longer.
+    SIGNATURE: {"type": "float", "index": False, "doc_values": False},
     BATCH_SIZE: {"type": "short"},
     CORRECT_ANSWER: {"type": "keyword"},
     IS_CORRECT: {"type": "boolean"},
@@ -79,6 +87,9 @@ FIELD_TYPES: dict[str, dict[str, Any]] = {
     AVG_DRIFT: {"type": "float"},
     ACCURACY: {"type": "float"},
     FEEDBACK_COUNT: {"type": "integer"},
+    DRIFT_TEST_STATISTIC: {"type": "float"},
+    DRIFT_TEST_P_VALUE: {"type": "float"},
+    DRIFT_TEST_INPUTS: {"type": "integer"},
     BUILD_ID: {"type": "keyword"},
 }
 

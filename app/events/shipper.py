@@ -26,6 +26,7 @@ from elasticsearch import ApiError, Elasticsearch
 from app.config import Settings
 from app.events import schema as events
 from app.events.elastic import install_index_template, make_client, public_url
+from app.threads import SupervisedThread
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class EventShipper:
         self._counts_lock = threading.Lock()
         self.on_count: Callable[[str, int], None] | None = None  # metrics hook, called from the delivery thread
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: SupervisedThread | None = None
         self._client: Elasticsearch | None = None
         self._template_done = False
         self._failures = 0
@@ -233,7 +234,7 @@ class EventShipper:
             return
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._run, name="vqa-event-shipper", daemon=True)
+        self._thread = SupervisedThread("event-shipper", self._run, stop_requested=self._stop.is_set)
         self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -270,6 +271,10 @@ class EventShipper:
         """("ok" | "degraded" | "disabled", what is going on), never with a secret in it."""
         if not self.enabled:
             return "disabled", "ES_URL is empty: events go to stdout only (not shipped, not spooled)"
+        if self._thread is not None:
+            thread_status, detail = self._thread.health()
+            if thread_status != "ok":
+                return thread_status, f"{detail}; events are spooled meanwhile"
         return self._status
 
     # --- the delivery thread -------------------------------------------------------------------
@@ -280,7 +285,11 @@ class EventShipper:
         while True:
             batch = self._collect()
             if batch:
-                self._deliver(batch)
+                try:
+                    self._deliver(batch)
+                except Exception:  # a fault of ours: keep the batch, let the supervisor log and restart the loop
+                    self._spool_docs(batch)
+                    raise
             if self._due() and self.spool.has_pending():
                 self._replay()
             if self._stop.is_set() and self._queue.empty():

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from app.config import Settings
 from app.learning.data import normalize_answer
 from app.model.vqa import VQAModel
 from app.serving.images import open_dataset_image
@@ -81,3 +82,23 @@ def champion_challenger(base_dir: Path, challenger: Path | None, frame: pd.DataF
     result = gate(scored, champion, min_accuracy=min_accuracy, tolerance=tolerance)
     return {"challenger": scored, "champion": champion, "passed": result.passed, "reasons": result.reasons,
             "rows": len(frame)}
+
+
+def evaluate_and_promote(settings: Settings, frame: pd.DataFrame, images_root: Path, *, base_model: Path,
+                         adapter: Path | None, champion: Path | None, compare: bool, min_accuracy: float,
+                         tolerance: float, promote: bool) -> dict:
+    """Gate `adapter` against `champion` (default: what CURRENT names) on `frame`; record the result in the
+    adapter's metadata and, if it passed and `promote` is set, point CURRENT at it. Returns the report."""
+    from app.learning.lora import record_metrics
+    from app.model.registry import current_adapter_dir, promote_adapter
+
+    report = champion_challenger(base_model, adapter, frame, images_root,
+                                 deployed=champion or current_adapter_dir(settings), compare=compare,
+                                 min_accuracy=min_accuracy, tolerance=tolerance)
+    if adapter is not None:
+        record_metrics(adapter, "evaluation", {"accuracy": report["challenger"]["accuracy"],
+                                               "passed": report["passed"]})
+        if report["passed"] and promote:
+            promote_adapter(Path(settings.adapters_dir), adapter)
+            report["promoted"] = adapter.name
+    return report

@@ -1,7 +1,8 @@
 """LoRA fine-tuning with PEFT: what scripts/train_mini.py calls.
 
 Trains a versioned adapter on rows in the dataset layout, starting from a base model and
-optionally an existing adapter, and saves it with its metadata and drift reference.
+optionally an existing adapter, and saves it with its metadata and input references (drift_score's
+moments and the window drift test's sample).
 """
 
 from __future__ import annotations
@@ -72,9 +73,11 @@ def train_adapter(base_dir: Path, frame: pd.DataFrame, images_root: Path, adapte
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     vqa = VQAModel(model, processor, reference=None, model_version="training", adapter_version=out.name)
-    from app.learning.smallmodel import fit_reference
+    from app.learning.smallmodel import fit_references
 
-    fit_reference(vqa, encoded.pixel_values).save(out)
+    for reference in fit_references(vqa, encoded.pixel_values):
+        if reference is not None:
+            reference.save(out)
     info = {
         "version": out.name,
         "created": datetime.now(UTC).isoformat(),

@@ -139,7 +139,7 @@ def image_names(run: Run) -> dict[str, str]:
 
 def stage_build_images(run: Run) -> str:
     if not run.settings.pipeline_build_images:
-        raise StageSkipped("VQA_PIPELINE_BUILD_IMAGES is 0 (set it to 1 to build images in local runs)")
+        raise StageSkipped("VQA_PIPELINE_BUILD_IMAGES is false (set it to true to build images in local runs)")
     if not _docker_ready():
         raise StageSkipped("no Docker engine answers `docker info`")
     names = image_names(run)
@@ -200,38 +200,56 @@ def stage_push(run: Run) -> str:
 
 
 def hot_reload(settings: Settings, adapter_name: str, timeout: float = 60.0) -> str:
-    """Ask the running service to load the promoted adapter; confirm through /readyz."""
+    """Ask the running service to load the promoted adapter and confirm it through /readyz.
+
+    Fails (StageFailed) unless the service reports `adapter_name`: a deploy nobody can confirm is not
+    a success. An empty VQA_SERVICE_URL says there is no local service to confirm (promotion only).
+    """
     url = settings.service_url.rstrip("/")
+    if not url:
+        return "no local service to confirm (VQA_SERVICE_URL is empty); workers load CURRENT when they start"
     if settings.admin_token:
         try:
             response = requests.post(f"{url}/admin/reload", timeout=timeout,
                                      headers={"Authorization": f"Bearer {settings.admin_token}"})
         except requests.RequestException as exc:
-            return f"service at {url} not reachable ({exc.__class__.__name__}); it loads CURRENT when it starts"
+            raise StageFailed(f"cannot confirm the deploy: the service at {url} is not reachable "
+                              f"({exc.__class__.__name__})") from exc
         if response.status_code != 200:
             raise StageFailed(f"reload refused by {url}: {response.status_code} {response.text[:200]}")
     deadline = time.monotonic() + timeout
+    seen = "nothing"
     while time.monotonic() < deadline:
         try:
             ready = requests.get(f"{url}/readyz", timeout=5).json()
-        except (requests.RequestException, ValueError):
-            return f"service at {url} not reachable; it loads CURRENT when it starts"
-        if ready.get("adapter_version") == adapter_name:
+            seen = ready.get("adapter_version", "no adapter_version")
+        except (requests.RequestException, ValueError) as exc:
+            seen = f"no answer ({exc.__class__.__name__})"
+        if seen == adapter_name:
             return f"service at {url} now serves {adapter_name}"
         time.sleep(0.5)
-    raise StageFailed(f"service at {url} did not switch to {adapter_name} within {timeout:.0f}s")
+    raise StageFailed(f"cannot confirm the deploy: the service at {url} did not report {adapter_name} within "
+                      f"{timeout:.0f}s (last seen: {seen})")
 
 
 def stage_deploy(run: Run) -> str:
-    from app.model.registry import promote_adapter
+    from app.model.registry import CURRENT_POINTER, current_adapter_dir, promote_adapter
 
     s = run.settings
     evaluation = run.state.get("evaluation")
     if not evaluation or not evaluation.get("passed"):
         raise StageFailed("the evaluation gate did not pass in this run; nothing to deploy")
     adapter = Path(run.state["adapter"])
+    previous = current_adapter_dir(s)
     promote_adapter(Path(s.adapters_dir), adapter)
-    detail = f"promoted {adapter.name}; " + hot_reload(s, adapter.name)
+    try:
+        detail = f"promoted {adapter.name}; " + hot_reload(s, adapter.name)
+    except StageFailed:
+        if previous is not None:  # unconfirmed: CURRENT goes back to what was serving
+            promote_adapter(Path(s.adapters_dir), previous)
+        else:
+            (Path(s.adapters_dir) / CURRENT_POINTER).unlink(missing_ok=True)
+        raise
     if s.kube_deploy:
         model_tag = image_names(run)["model"].split(":", 1)[1]
         venv_playbook = Path(sys.executable).parent / "ansible-playbook"
@@ -242,7 +260,7 @@ def stage_deploy(run: Run) -> str:
             raise StageFailed(f"`{' '.join(cmd)}` failed")
         detail += f"; applied playbooks/deploy.yml with tag {run.tag}"
     else:
-        detail += "; Kubernetes deploy skipped (VQA_KUBE_DEPLOY is 0)"
+        detail += "; Kubernetes deploy skipped (VQA_KUBE_DEPLOY is false)"
     return detail
 
 
@@ -265,6 +283,9 @@ def run_stages(run: Run, names: list[str] | None = None, echo: Callable[[str], N
             detail, status = str(exc), SKIPPED
         except StageFailed as exc:
             detail, status = str(exc), FAILED
+        except Exception as exc:  # a data, model or torch error must still leave a failed row and summary.json
+            log.exception("stage %s failed unexpectedly", name)
+            detail, status = f"unexpected {exc.__class__.__name__}: {exc}", FAILED
         seconds = round(time.perf_counter() - started, 2)
         results.append({"stage": name, "title": title, "status": status, "seconds": seconds, "detail": detail})
         echo(f"[{status.upper():7}] {title} ({seconds:.1f}s): {detail}")

@@ -24,6 +24,7 @@ from app.learning.training import encode_rows, fit, seed_everything
 from app.model.registry import MODEL_INFO_FILE
 from app.model.scores import DriftReference
 from app.model.vqa import VQAModel
+from app.model.window_drift import WindowDriftError, WindowReference
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,19 @@ def build_untrained(texts: list[str], spec: SmallModelSpec, seed: int = 0):
     return model, processor
 
 
-def fit_reference(vqa: VQAModel, pixel_values: torch.Tensor, batch_size: int = 256) -> DriftReference:
-    chunks = [vqa.embed(pixel_values[i:i + batch_size]) for i in range(0, len(pixel_values), batch_size)]
-    return DriftReference.fit(np.concatenate(chunks))
+def fit_references(vqa: VQAModel, pixel_values: torch.Tensor,
+                   batch_size: int = 256) -> tuple[DriftReference, WindowReference | None]:
+    """Both input references of a model, from its distinct training images (one pass of the vision tower):
+    the per-request drift_score's moments and the window drift test's sample (None from under 3 images)."""
+    chunks = [vqa.vision_signals(pixel_values[i:i + batch_size]) for i in range(0, len(pixel_values), batch_size)]
+    signals = np.concatenate([signal for signal, _ in chunks])
+    stats = np.concatenate([pixels for _, pixels in chunks])
+    try:
+        window = WindowReference.fit(signals, stats)
+    except WindowDriftError as exc:
+        log.warning("no window drift reference: %s", exc)
+        window = None
+    return DriftReference.fit(signals), window
 
 
 def pretrain_vision(model, encoded, frame: pd.DataFrame, *, steps: int, batch_size: int = 64, lr: float = 3e-4,
@@ -134,18 +145,29 @@ def pretrain_vision(model, encoded, frame: pd.DataFrame, *, steps: int, batch_si
     return {"steps": steps, "labels": answers, "final_loss": float(np.mean(losses[-50:]))}
 
 
+def _train_pixels(vqa: VQAModel, csv_path: Path, images_root: Path) -> torch.Tensor:
+    """The preprocessed distinct images of the dataset's train split, in CSV order."""
+    from app.serving.images import open_dataset_image
+
+    paths = list(dict.fromkeys(dataset.load_rows(csv_path, split="train")["image_path"]))
+    return torch.cat([vqa.processor.image_processor(images=[open_dataset_image(images_root, p)
+                                                             for p in paths[i:i + 256]],
+                                                     return_tensors="pt")["pixel_values"]
+                      for i in range(0, len(paths), 256)])
+
+
 def refit_reference(model_dir: Path, csv_path: Path, images_root: Path) -> DriftReference:
     """Recompute and save a model's drift reference from its training images (no retraining)."""
     vqa = VQAModel.load(model_dir)
-    frame = dataset.load_rows(csv_path, split="train")
-    paths = list(dict.fromkeys(frame["image_path"]))
-    from app.serving.images import open_dataset_image
+    reference, _ = fit_references(vqa, _train_pixels(vqa, csv_path, images_root))
+    reference.save(Path(model_dir))
+    return reference
 
-    pixels = torch.cat([vqa.processor.image_processor(images=[open_dataset_image(images_root, p)
-                                                               for p in paths[i:i + 256]],
-                                                       return_tensors="pt")["pixel_values"]
-                        for i in range(0, len(paths), 256)])
-    reference = fit_reference(vqa, pixels)
+
+def refit_window_reference(model_dir: Path, csv_path: Path, images_root: Path) -> WindowReference:
+    """Fit and save a base model's window drift reference from the train split's images (no retraining)."""
+    vqa = VQAModel.load(model_dir)
+    _, reference = fit_references(vqa, _train_pixels(vqa, csv_path, images_root))
     reference.save(Path(model_dir))
     return reference
 
@@ -175,7 +197,7 @@ def build_small_model(csv_path: Path, images_root: Path, out_dir: Path, *, epoch
                 desc="train small BLIP")
     model.vision_model.requires_grad_(True)
     vqa = VQAModel(model, processor, reference=None, model_version="unsaved", adapter_version="none")
-    vqa.reference = fit_reference(vqa, encoded.pixel_values)
+    vqa.reference, vqa.window_reference = fit_references(vqa, encoded.pixel_values)
     metrics = evaluate_frame(vqa, test, images_root)
     log.info("test accuracy %.4f on %d questions", metrics["accuracy"], metrics["count"])
 
@@ -184,6 +206,8 @@ def build_small_model(csv_path: Path, images_root: Path, out_dir: Path, *, epoch
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     vqa.reference.save(out_dir)
+    if vqa.window_reference is not None:
+        vqa.window_reference.save(out_dir)
     weights = b"".join(p.read_bytes() for p in sorted(out_dir.glob("*.safetensors")))
     info = {
         "version": f"blip-vqa-small-{hashlib.sha256(weights).hexdigest()[:8]}",

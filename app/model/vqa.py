@@ -1,7 +1,8 @@
 """The inference wrapper: a BLIP VQA base model plus an optional PEFT LoRA adapter.
 
 `VQAModel.answer(images, questions)` runs preprocess -> forward -> postprocess and returns,
-per question, the answer, its quality_score (softmax confidence) and the image's drift_score.
+per question, the answer, its quality_score (softmax confidence), the image's drift_score and its
+signature for the window drift test.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from PIL import Image
 
 from app.model.registry import ADAPTER_INFO_FILE, MODEL_INFO_FILE, NO_ADAPTER, read_info
 from app.model.scores import DriftReference, quality_score
+from app.model.window_drift import WindowReference, pixel_stats
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +58,34 @@ class Prediction:
     answer: str
     quality_score: float
     drift_score: float | None
+    signature: list[float] | None = None  # the input's window-drift signature (app/model/window_drift.py)
+
+
+@dataclass(frozen=True)
+class VisionSignal:
+    """What the vision tower saw of a batch, one row per image: the drift signal and the pixel statistics."""
+
+    embedding: torch.Tensor  # mean patch embedding + pooled embedding
+    pixel_stats: np.ndarray  # window_drift.PIXEL_STATS
 
 
 class VQAModel:
     """A loaded base model (+ adapter) ready to answer; thread-safe through one lock."""
 
     def __init__(self, model, processor, *, reference: DriftReference | None, model_version: str,
-                 adapter_version: str, max_answer_tokens: int = 8):
+                 adapter_version: str, max_answer_tokens: int = 8, window_reference: WindowReference | None = None):
         self.model = model.eval()
         self.processor = processor
         self.reference = reference
+        self.window_reference = window_reference
         self.model_version = model_version
         self.adapter_version = adapter_version
         self.max_answer_tokens = max_answer_tokens
         self._lock = threading.Lock()
         self._patches: torch.Tensor | None = None
-        self._signal: torch.Tensor | None = None
-        self.blip.vision_model.embeddings.register_forward_hook(self._capture_patches)
+        self._pixel_stats: np.ndarray | None = None
+        self._signal: VisionSignal | None = None
+        self.blip.vision_model.embeddings.register_forward_hook(self._capture_patches, with_kwargs=True)
         self.blip.vision_model.register_forward_hook(self._capture_signal)
         mask_cross_attention(self.blip)
 
@@ -92,6 +105,7 @@ class VQAModel:
         processor = BlipProcessor.from_pretrained(base_dir)
         model = BlipForQuestionAnswering.from_pretrained(base_dir)
         reference = DriftReference.load(base_dir)
+        window_reference = WindowReference.load(base_dir)
         model_version = read_info(base_dir, MODEL_INFO_FILE).get("version", base_dir.name)
         adapter_version = NO_ADAPTER
         if adapter_dir:
@@ -102,23 +116,32 @@ class VQAModel:
                 raise ModelLoadError(f"no LoRA adapter at {adapter_dir} (adapter_config.json missing)")
             model = PeftModel.from_pretrained(model, adapter_dir)
             reference = DriftReference.load(adapter_dir) or reference
+            # No fallback to the base's sample: the adapter changes the vision signal it was taken from.
+            window_reference = WindowReference.load(adapter_dir)
             adapter_version = read_info(adapter_dir, ADAPTER_INFO_FILE).get("version", adapter_dir.name)
         log.info("loaded model %s with adapter %s", model_version, adapter_version)
+        if window_reference is None:
+            log.warning("no window drift reference beside the model or adapter: inference events carry no signature")
         return cls(model, processor, reference=reference, model_version=model_version,
-                   adapter_version=adapter_version, max_answer_tokens=max_answer_tokens)
+                   adapter_version=adapter_version, max_answer_tokens=max_answer_tokens,
+                   window_reference=window_reference)
 
     @property
     def blip(self):
         """The underlying BlipForQuestionAnswering (LoRA layers, if any, are inside it)."""
         return unwrap_base(self.model)
 
-    def _capture_patches(self, _module, _inputs, output) -> None:
+    def _capture_patches(self, _module, args, kwargs, output) -> None:
         self._patches = output[:, 1:].mean(dim=1).detach()
+        pixels = args[0] if args else kwargs["pixel_values"]
+        image = self.processor.image_processor
+        self._pixel_stats = pixel_stats(pixels.detach().float().numpy(), image.image_mean, image.image_std)
 
     def _capture_signal(self, _module, _inputs, output) -> None:
         # The drift signal: what the pixels look like to the model (mean patch embedding, sensitive to
         # colour and texture shifts) next to what it makes of them (the pooled [CLS] embedding).
-        self._signal = torch.cat([self._patches, output.pooler_output.detach()], dim=-1)
+        embedding = torch.cat([self._patches, output.pooler_output.detach()], dim=-1)
+        self._signal = VisionSignal(embedding=embedding, pixel_stats=self._pixel_stats)
 
     # --- inference --------------------------------------------------------------------
     def preprocess(self, images: list[Image.Image], questions: list[str]) -> dict[str, torch.Tensor]:
@@ -149,13 +172,16 @@ class VQAModel:
             )
         return out, self._signal
 
-    def postprocess(self, out, pooled: torch.Tensor | None) -> list[Prediction]:
+    def postprocess(self, out, signal: VisionSignal | None) -> list[Prediction]:
         tokenizer = self.processor.tokenizer
         sequences = out.sequences[:, 1:]  # drop the decoder start token
         probs = torch.stack([torch.softmax(step.float(), dim=-1) for step in out.logits], dim=1)
         special = set(tokenizer.all_special_ids)
         eos = self.blip.config.text_config.sep_token_id
-        drift = self.reference.score(pooled.float().numpy()) if (self.reference and pooled is not None) else None
+        embedding = signal.embedding.float().numpy() if signal is not None else None
+        drift = self.reference.score(embedding) if (self.reference and embedding is not None) else None
+        signatures = (self.window_reference.signatures(embedding, signal.pixel_stats)
+                      if (self.window_reference and embedding is not None) else None)
         results = []
         for row in range(sequences.size(0)):
             token_probs, eos_prob = [], None
@@ -171,6 +197,7 @@ class VQAModel:
             results.append(Prediction(
                 answer=answer, quality_score=round(quality, 6),
                 drift_score=None if drift is None else round(float(drift[row]), 6),
+                signature=None if signatures is None else signatures[row].tolist(),
             ))
         return results
 
@@ -183,8 +210,12 @@ class VQAModel:
             out, pooled = self.forward(batch)
             return self.postprocess(out, pooled)
 
-    def embed(self, pixel_values: torch.Tensor) -> np.ndarray:
-        """The drift signal (mean patch embedding + pooled embedding) of preprocessed images."""
+    def vision_signals(self, pixel_values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(drift signal, pixel statistics) of preprocessed images, one row each."""
         with torch.inference_mode(), self._lock:
             self.blip.vision_model(pixel_values=pixel_values)
-            return self._signal.float().numpy()
+            return self._signal.embedding.float().numpy(), self._signal.pixel_stats
+
+    def embed(self, pixel_values: torch.Tensor) -> np.ndarray:
+        """The drift signal (mean patch embedding + pooled embedding) of preprocessed images."""
+        return self.vision_signals(pixel_values)[0]

@@ -9,11 +9,14 @@ from __future__ import annotations
 import functools
 import io
 import os
+import stat
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from app.config import DEFAULT_MAX_IMAGE_PIXELS
+
+MAX_PATH_CHARS = 1024  # longer is no file name a client means; the file system's limit is near 4096
 
 
 class ImageInputError(ValueError):
@@ -39,11 +42,19 @@ def resolve_image_path(images_root: str | Path, image_path: str) -> Path:
     parts = Path(image_path).parts
     if ".." in parts:
         raise ImageInputError("`image_path` must not contain `..`; give a path inside the images root")
+    if len(image_path) > MAX_PATH_CHARS:
+        raise ImageInputError(f"`image_path` has {len(image_path)} characters; the limit is {MAX_PATH_CHARS}")
     root = _real_root(str(images_root))
     candidate = os.path.realpath(os.path.join(root, image_path))  # follows symlinks
     if not candidate.startswith(root.rstrip(os.sep) + os.sep):
         raise ImageInputError("`image_path` resolves outside the images root (symlink); use a file inside it")
-    if not os.path.isfile(candidate):
+    try:
+        mode = os.stat(candidate).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = 0
+    except OSError as exc:  # a name too long for the file system, a loop of links: the client's path, not our fault
+        raise ImageInputError(f"`image_path` cannot be used as a file name here ({exc.strerror or exc})") from exc
+    if not stat.S_ISREG(mode):
         raise ImageInputError(f"no image at `{image_path}` under the images root", status=404)
     return Path(candidate)
 
@@ -82,7 +93,11 @@ def load_image_file(images_root: str | Path, image_path: str, *,
                     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """Resolve `image_path` safely under the root and decode it."""
     path = resolve_image_path(images_root, image_path)
-    return decode_image(path.read_bytes(), max_pixels=max_pixels, name=f"image `{image_path}`")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # removed or made unreadable since it was resolved
+        raise ImageInputError(f"the image `{image_path}` cannot be read ({exc.strerror or exc})", status=404) from exc
+    return decode_image(data, max_pixels=max_pixels, name=f"image `{image_path}`")
 
 
 def open_dataset_image(images_root: str | Path, image_path: str) -> Image.Image:

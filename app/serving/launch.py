@@ -1,6 +1,6 @@
 """Run the service under gunicorn as a child process and wait until it is ready.
 
-One way to start it, shared by `make up` (scripts/stack.py), the benchmark, the demo and the tests.
+One way to start it, shared by `make up` (infra/stack.py), the benchmark, the demo and the tests.
 """
 
 from __future__ import annotations
@@ -45,25 +45,36 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, log_path: Path 
 
 
 def start_service(env: dict[str, str], port: int, *, host: str = "127.0.0.1", log_path: Path | None = None,
-                  extra_args: list[str] | None = None, timeout: float = 120.0) -> subprocess.Popen:
-    """Start `gunicorn app:create_app()` with `env` over os.environ; returns once /readyz is 200."""
-    out = log_path.open("w") if log_path else None
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(REPO_ROOT / "gunicorn.conf.py"), "--bind", f"{host}:{port}",
-         *(extra_args or []), "app:create_app()"],
-        cwd=REPO_ROOT, env={**os.environ, **env, "PORT": str(port)}, stdout=out,
-        stderr=subprocess.STDOUT if out else None,
-    )
-    wait_ready(f"http://127.0.0.1:{port}", proc, timeout, log_path)
+                  extra_args: list[str] | None = None, timeout: float = 120.0,
+                  new_session: bool = False) -> subprocess.Popen:
+    """Start `gunicorn app:create_app()` with `env` over os.environ; returns once /readyz is 200.
+
+    The log is appended to, so a restarted service keeps the earlier run's lines. `new_session`: gunicorn
+    and its workers get a process group of their own, which a supervisor can end as a whole.
+    """
+    out = log_path.open("a") if log_path else None
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(REPO_ROOT / "gunicorn.conf.py"), "--bind", f"{host}:{port}",
+             *(extra_args or []), "app:create_app()"],
+            cwd=REPO_ROOT, env={**os.environ, **env, "PORT": str(port)}, stdout=out,
+            stderr=subprocess.STDOUT if out else None, start_new_session=new_session,
+        )
+    finally:
+        if out is not None:
+            out.close()  # the child has its own copy
+    # A wildcard bind answers on loopback; a specific address only on itself.
+    ready_host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+    wait_ready(f"http://{ready_host}:{port}", proc, timeout, log_path)
     return proc
 
 
 def stop_service(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM (gunicorn flushes the shipper on worker exit), then kill if it hangs."""
+    """SIGTERM (gunicorn flushes the shipper on worker exit), SIGKILL after `timeout`; always reaps."""
     if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+    proc.wait()

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from app.events import schema as events
 from app.serving.batching import BatchingError
 from app.serving.images import ImageInputError, decode_image, load_image_file
+from app.serving.openapi import openapi_spec
 from app.serving.receipts import ReceiptError
 from app.serving.service import Service
 
@@ -145,10 +146,11 @@ def predict():
         events.INFERENCE, request_id=request_id, question=question, answer=pred.answer,
         quality_score=pred.quality_score, drift_score=pred.drift_score, latency_seconds=round(latency, 6),
         status=200, model_version=vqa.model_version, adapter_version=vqa.adapter_version, image_path=ref,
+        signature=pred.signature,
         batch_size=job.batch_size,
     )
     svc.emit(doc)
-    svc.recent.add(doc)
+    svc.recent.add({k: v for k, v in doc.items() if k != events.SIGNATURE})  # feedback never needs it
     svc.metrics.requests.labels(endpoint="/predict", status="200").inc()
     svc.metrics.latency.observe(latency)
     svc.metrics.quality.observe(pred.quality_score)
@@ -159,12 +161,21 @@ def predict():
     return jsonify(body)
 
 
+def _bearer_ok(token: str) -> bool:
+    """Does the request carry `Authorization: Bearer <token>`? (constant-time comparison)"""
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
 @bp.post("/feedback")
 def feedback():
     svc = service()
     started = time.perf_counter()
     body: dict[str, Any] = {}
     try:
+        if svc.settings.feedback_token and not _bearer_ok(svc.settings.feedback_token):
+            raise RequestError("missing or wrong feedback token; send `Authorization: Bearer <VQA_FEEDBACK_TOKEN>`",
+                               status=401)
         if request.mimetype != "application/json":
             raise RequestError("send feedback as application/json: "
                                '{"receipt": "...", "answer": "the correct answer"}', status=415)
@@ -231,14 +242,36 @@ def readyz():
         model = {"status": "loading", "detail": f"loading {svc.settings.model_dir}"}
     thread_status, thread_detail = svc.batcher.health()
     es_status, es_detail = svc.shipper.health()
+    reload_status, reload_detail = svc.models.health()
     checks = {"model": model, "model_thread": {"status": thread_status, "detail": thread_detail},
-              "elasticsearch": {"status": es_status, "detail": es_detail}}
+              "elasticsearch": {"status": es_status, "detail": es_detail},
+              "adapter_reload": {"status": reload_status, "detail": reload_detail}}
     ready = model["status"] == "ok" and thread_status == "ok"
-    overall = "failing" if not ready else ("ok" if es_status in ("ok", "disabled") else "degraded")
+    healthy = es_status in ("ok", "disabled") and reload_status == "ok"
+    overall = "failing" if not ready else ("ok" if healthy else "degraded")
     body = {"status": overall, "checks": checks}
     if vqa is not None:
         body.update({events.MODEL_VERSION: vqa.model_version, events.ADAPTER_VERSION: vqa.adapter_version})
     return jsonify(body), 200 if ready else 503
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_spec(service().settings))
+
+
+@bp.get("/drift/reference")
+def drift_reference():
+    """The serving model's window drift reference: what the watchdog tests windows of signatures against."""
+    vqa = service().models.current
+    if vqa is None:
+        return error_response("the model is not loaded yet; retry when /readyz is ok", 503)
+    if vqa.window_reference is None:
+        return error_response(f"{vqa.model_version} with adapter {vqa.adapter_version} has no window drift "
+                              "reference (adapters get one when trained; for a base model run "
+                              "`python -m scripts.fit_window_reference`)", 404)
+    return jsonify({events.MODEL_VERSION: vqa.model_version, events.ADAPTER_VERSION: vqa.adapter_version,
+                    "reference": vqa.window_reference.to_dict()})
 
 
 @bp.get("/metrics")
@@ -252,8 +285,7 @@ def admin_reload():
     token = svc.settings.admin_token
     if not token:
         return error_response("the admin endpoint is disabled; set VQA_ADMIN_TOKEN to enable it", 403)
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    if not _bearer_ok(token):
         return error_response("missing or wrong admin token; send `Authorization: Bearer <VQA_ADMIN_TOKEN>`", 401)
     ok = svc.models.reload()
     vqa = svc.models.current

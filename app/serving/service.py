@@ -19,8 +19,10 @@ from app.model.registry import current_adapter_dir
 from app.model.vqa import VQAModel
 from app.serving.batching import Batcher
 from app.serving.receipts import Receipts
+from app.threads import SupervisedThread
 
 log = logging.getLogger(__name__)
+
 
 class ModelHolder:
     """Loads the model in the background and swaps in newly promoted adapters."""
@@ -33,22 +35,37 @@ class ModelHolder:
         self._reload_lock = threading.Lock()
         self._ready = threading.Event()
         self._stop = threading.Event()
+        self._loop: SupervisedThread | None = None
         self.on_switch = None  # callable(old_versions, new_versions), set by the app
 
     def start(self) -> None:
-        threading.Thread(target=self._initial_load, name="model-load", daemon=True).start()
+        """Load the model, then watch `CURRENT`, in a supervised thread (a crash restarts the loop)."""
+        if self._loop is None:
+            self._loop = SupervisedThread("adapter-reload", self._run, stop_requested=self._stop.is_set)
+            self._loop.start()
 
     def wait_ready(self, timeout: float = 120.0) -> bool:
         return self._ready.wait(timeout) and self.current is not None
 
     def stop(self) -> None:
         self._stop.set()
+        if self._loop is not None:
+            self._loop.join(timeout=5)
 
-    def _initial_load(self) -> None:
-        try:
-            self.reload()
-        finally:
-            self._ready.set()
+    def health(self) -> tuple[str, str]:
+        """The reload loop's state for /readyz: ok, degraded (crashed and restarted lately) or failing."""
+        if self._loop is None:
+            return "ok", "not started"
+        if self.settings.reload_poll_seconds <= 0 or self.settings.adapter_dir:
+            return "ok", "adapter watching is off (VQA_RELOAD_POLL_SECONDS=0 or VQA_ADAPTER_DIR set)"
+        return self._loop.health()
+
+    def _run(self) -> None:
+        if not self._ready.is_set():
+            try:
+                self.reload()
+            finally:
+                self._ready.set()
         if self.settings.reload_poll_seconds > 0 and not self.settings.adapter_dir:
             while not self._stop.wait(self.settings.reload_poll_seconds):
                 self.reload_if_changed()
@@ -59,7 +76,9 @@ class ModelHolder:
         except OSError as exc:
             log.warning("cannot read the adapter pointer: %s", exc)
             return False
-        if wanted == self.loaded_adapter or self.current is None:
+        if self.current is None:  # the first load failed: keep trying, a fixed model dir then loads
+            return self.reload()
+        if wanted == self.loaded_adapter:
             return False
         return self.reload()
 
@@ -70,9 +89,11 @@ class ModelHolder:
             try:
                 fresh = VQAModel.load(self.settings.model_dir, adapter,
                                       max_answer_tokens=self.settings.max_answer_tokens)
-            except (OSError, ValueError) as exc:
-                self.error = f"cannot load model {self.settings.model_dir} / adapter {adapter}: {exc}"
-                log.error(self.error)
+            except Exception as exc:  # whatever breaks a candidate (bad files, PEFT, torch), the old one serves on
+                error = f"cannot load model {self.settings.model_dir} / adapter {adapter}: {exc}"
+                if error != self.error:  # a model dir that stays broken is retried every poll, logged once
+                    log.error(error, exc_info=not isinstance(exc, (OSError, ValueError)))
+                self.error = error
                 if self.current is not None:
                     self.loaded_adapter = adapter  # do not retry a broken adapter every poll
                 return False

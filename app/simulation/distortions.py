@@ -51,3 +51,19 @@ def materialise(images_root: Path, image_path: str, kind: str) -> str:
         with Image.open(Path(images_root) / image_path) as source:
             DRIFTS[kind](source).save(target)
     return rel
+
+
+def distortion_table(vqa, frame, images_root: Path, kinds: list[str] | None = None) -> list[dict]:
+    """How the model's signals react to each distortion on the same rows: accuracy, mean quality_score and
+    mean drift_score, clean first (what `scripts/bench_drift.py` prints for docs/BENCHMARKS.md)."""
+    from app.learning.gate import evaluate_frame
+
+    rows = []
+    for kind in ["clean", *(kinds or list(DRIFTS))]:
+        shifted = frame if kind == "clean" else frame.assign(
+            image_path=[materialise(images_root, p, kind) for p in frame["image_path"]])
+        scored = evaluate_frame(vqa, shifted, images_root)
+        rows.append({"input": kind, "count": scored["count"], "accuracy": scored["accuracy"],
+                     "mean_quality_score": scored["mean_quality_score"],
+                     "mean_drift_score": scored["mean_drift_score"]})
+    return rows

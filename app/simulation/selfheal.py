@@ -139,7 +139,7 @@ def run_story(es_url: str, workdir: Path, config: StoryConfig, echo=print) -> St
         ready = requests.get(f"{url}/readyz", timeout=5).json()
         echo(f"4. The service now serves adapter {ready.get('adapter_version')}; drifted traffic on unseen images:")
         traffic("healed-drifted", test_rows, config.after_requests, config.drift, 0.0)
-        traffic("healed-clean", test_rows, config.after_requests // 2, None, 0.0)
+        traffic("healed-clean", test_rows, config.after_requests, None, 0.0)
         poll("healed")
     finally:
         stop_service(service)

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 from app.logsetup import configure_logging
+from infra import processes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSION_FILE = REPO_ROOT / "elk" / "VERSION"
@@ -142,16 +143,6 @@ def _http_json(url: str, timeout: float = 2.0) -> dict:
         return json.loads(resp.read())
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class ElasticsearchNode:
     """One local node; a context manager that starts it on enter and stops it on exit.
 
@@ -244,8 +235,15 @@ class ElasticsearchNode:
 
     def start(self) -> ElasticsearchNode:
         """Build if needed, start the JVM and wait until cluster health is yellow or green."""
-        if self.running():
-            raise NodeError(f"a node already runs from {self.data_dir} (pid {self.read_pid()})")
+        pid, state = self.read_pid(), self.pid_state()
+        if state == processes.LIVE:
+            raise NodeError(f"a node already runs from {self.data_dir} (pid {pid})")
+        if pid is not None:
+            if self._proc is not None and self._proc.pid == pid:
+                log.info("the node this process started (pid %s) has exited; starting it again", pid)
+            else:
+                log.warning("ignoring the stale pid file %s: pid %s is %s", self.pid_file, pid, state)
+            self.pid_file.unlink(missing_ok=True)
         build_dir = build(self.version)
         for sub in ("data", "logs", "tmp"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -300,28 +298,51 @@ class ElasticsearchNode:
         except (OSError, ValueError):
             return None
 
-    def running(self) -> bool:
+    def _state_of(self, pid: int) -> str:
+        if self._proc is not None and self._proc.pid == pid and self._proc.poll() is not None:
+            return processes.GONE  # our own child: poll() has reaped it, so it is no zombie any more
+        return processes.classify(pid, marker=f"path.data={self.data_dir / 'data'}")
+
+    def pid_state(self) -> str | None:
+        """What the pid file names: `processes.LIVE`, `ZOMBIE`, `GONE` or `OTHER`; None without a pid file.
+
+        Only LIVE is a node: a killed node stays a zombie until its parent reaps it, and a pid file left
+        by a crash may name a pid that now belongs to another program.
+        """
         pid = self.read_pid()
-        return pid is not None and _pid_alive(pid)
+        return None if pid is None else self._state_of(pid)
+
+    def running(self) -> bool:
+        """True when the pid file names a live node of this data directory."""
+        return self.pid_state() == processes.LIVE
+
+    def exit_status(self) -> str | None:
+        """None while the node this object started runs; else how it ended (e.g. `killed by SIGKILL`)."""
+        if self._proc is None:
+            return "not started"
+        returncode = self._proc.poll()
+        return None if returncode is None else processes.describe_returncode(returncode)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the JVM (it closes the node and flushes shards), SIGKILL after `timeout`."""
+        """SIGTERM the JVM (it closes the node and flushes shards), SIGKILL after `timeout`.
+
+        A pid that is no longer this node (dead, zombie, reused) is never signalled; its pid file goes.
+        """
         pid = self.pid or self.read_pid()
-        if pid is not None and _pid_alive(pid):
+        if pid is not None and self._state_of(pid) == processes.LIVE:
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                if self._proc is not None and self._proc.poll() is not None:
-                    break
-                if self._proc is None and not _pid_alive(pid):
+                if self._state_of(pid) != processes.LIVE:
                     break
                 time.sleep(0.1)
             else:
                 log.warning("Elasticsearch pid %s ignored SIGTERM for %.0fs; killing it", pid, timeout)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                if self._proc is not None:
-                    self._proc.wait(10)
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(10)  # reap it: a killed child must not linger as a zombie
         self.pid_file.unlink(missing_ok=True)
         self.pid = None
         self._proc = None
@@ -387,9 +408,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     node = _node_from_args(args)
     if args.command == "status":
-        pid = node.read_pid()
+        pid, state = node.read_pid(), node.pid_state()
         port_file = node.data_dir / PORT_FILE_NAME
-        if pid is None or not _pid_alive(pid) or not port_file.exists():
+        if state is not None and state != processes.LIVE:
+            print(f"not running (stale pid file {node.pid_file}: pid {pid} is {state})")
+            return 1
+        if pid is None or not port_file.exists():
             print(f"not running (data dir {node.data_dir})")
             return 1
         url = f"http://127.0.0.1:{port_file.read_text().strip()}"
@@ -402,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "stop":
         if not node.running():
-            print(f"not running (data dir {node.data_dir})")
+            state = node.pid_state()
+            stale = f"; removed the stale pid file (pid {node.read_pid()} is {state})" if state else ""
+            print(f"not running (data dir {node.data_dir}){stale}")
             node.pid_file.unlink(missing_ok=True)
             return 0
         node.stop()
