@@ -200,7 +200,7 @@ def test_a_model_switch_between_batches_answers_each_batch_with_one_model():
 
 
 def test_a_crash_of_the_model_loop_is_logged_and_the_loop_restarted(caplog):
-    """An exception in the loop itself is logged with its traceback, the loop restarts, /readyz says so."""
+    """An exception in the loop itself is logged with its traceback, the loop restarts, health says so."""
     model = FakeModel()
     calls = []
 
@@ -210,13 +210,33 @@ def test_a_crash_of_the_model_loop_is_logged_and_the_loop_restarted(caplog):
             raise RuntimeError("metrics backend exploded")
 
     batcher = make_batcher(model, on_batch=on_batch)
-    with caplog.at_level(logging.ERROR, logger="app.serving.batching"):
+    with caplog.at_level(logging.ERROR, logger="app.threads"):
         assert batcher.answer(None, "one").prediction.answer == "one@v1"  # finished before the crash
         assert batcher.answer(None, "two").prediction.answer == "two@v1"  # served by the restarted loop
     crash = next(r for r in caplog.records if "crashed" in r.getMessage())
     assert crash.exc_info and "metrics backend exploded" in str(crash.exc_info[1])
     status, detail = batcher.health()
-    assert status == "ok" and "1 crash" in detail and "metrics backend exploded" in detail
+    assert status == "degraded" and "crashed 1 time" in detail and "metrics backend exploded" in detail
+    batcher.stop()
+
+
+def test_the_requests_of_a_batch_in_hand_when_the_loop_crashes_get_a_500_not_a_hang():
+    """A crash between taking a batch and answering it fails that batch's requests; the next one is served."""
+    model = FakeModel()
+    broken = [True]
+
+    def current():
+        if broken[0]:
+            broken[0] = False
+            raise KeyError("model holder state")
+        return model
+
+    batcher = Batcher(current, max_batch=8, wait_ms=0.0, queue_size=8, timeout_s=GUARD_S)
+    batcher.start()
+    with pytest.raises(ModelFailed) as failed:
+        batcher.answer(None, "in hand")
+    assert failed.value.status == 500
+    assert batcher.answer(None, "after").prediction.answer == "after@v1"
     batcher.stop()
 
 

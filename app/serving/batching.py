@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from app.threads import SupervisedThread
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -22,7 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESTART_BACKOFF_S = (0.0, 0.1, 0.5, 2.0)  # between restarts of a crashing model loop, then 2 s each
+RESTART_BACKOFF_S = (0.05, 2.0)  # first and longest wait before restarting a crashed model loop
+MODEL_THREAD = "vqa-batcher"
 
 
 class BatchingError(RuntimeError):
@@ -97,12 +100,10 @@ class Batcher:
         self._cond = threading.Condition()
         self._arriving = 0  # requests being parsed: they will join the queue in a moment
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._thread: SupervisedThread | None = None
         self._taken: list[Job] = []  # the batch in progress: failed, not left hanging, if the loop crashes
         self._last_size, self._last_end = 0, float("-inf")
         self.batches = 0
-        self.crashes = 0
-        self.last_crash: str | None = None
 
     # --- the request side -------------------------------------------------------------------
     @contextlib.contextmanager
@@ -178,50 +179,44 @@ class Batcher:
         return self._thread is not None and self._thread.is_alive()
 
     def ensure_running(self) -> None:
-        """Start the model thread if it is not running: on first use, or after it died."""
+        """Start the model thread on first use, and start a new one if it died (not merely crashed:
+        SupervisedThread restarts a loop that raises; this covers a thread that is gone)."""
         if self.alive() or self._stopping:
             return
         with self._cond:
             if self.alive() or self._stopping:
                 return
             if self._thread is not None:
-                log.error("the model thread is dead (last crash: %s); starting a new one", self.last_crash)
-            self._thread = threading.Thread(target=self._supervise, name="vqa-batcher", daemon=True)
+                log.error("the model thread is dead (last error: %s); starting a new one", self._thread.last_error)
+            self._thread = SupervisedThread(MODEL_THREAD, self._loop_failing_its_batch,
+                                            stop_requested=lambda: self._stopping,
+                                            backoff_start=RESTART_BACKOFF_S[0], backoff_max=RESTART_BACKOFF_S[1])
             self._thread.start()
 
     def health(self) -> tuple[str, str]:
-        """('ok' | 'failing', detail) of the model thread, for /readyz; restarts a dead thread."""
+        """('ok' | 'degraded' | 'failing', detail) of the model thread for /readyz; starts a dead one again."""
         if self._stopping:
             return "failing", "the model thread is stopped (the worker is shutting down)"
-        if not self.alive():
-            detail = f"the model thread is dead (last crash: {self.last_crash}); restarting it"
+        if self._thread is None or not self._thread.is_alive():
+            detail = f"the model thread is dead (last error: {self._thread.last_error if self._thread else None})"
             self.ensure_running()
-            return "failing", detail
+            return "failing", f"{detail}; starting a new one"
+        status, detail = self._thread.health()
         with self._cond:
             queued = len(self._jobs)
-        detail = f"{self.batches} batches answered, {queued}/{self.queue_size} requests queued"
-        if self.crashes:
-            detail += f"; restarted after {self.crashes} crash(es), the last: {self.last_crash}"
-        return "ok", detail
+        return status, f"{detail}; {self.batches} batches answered, {queued}/{self.queue_size} requests queued"
 
     # --- the model thread --------------------------------------------------------------------
-    def _supervise(self) -> None:
-        """Run the loop; a crash is logged with its traceback, its batch failed, and the loop restarted."""
-        failures = 0
-        while True:
-            try:
-                self._loop()
-                return
-            except Exception as exc:  # whatever breaks the loop must not end batching for good
-                self.crashes += 1
-                self.last_crash = f"{type(exc).__name__}: {exc}"
-                log.exception("the model thread crashed; restarting it")
-                for job in self._taken:
-                    if not job.done.is_set():
-                        job.finish(error=ModelFailed("internal error while batching; the service logged the details"))
-                self._taken = []
-                time.sleep(RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)])
-                failures += 1
+    def _loop_failing_its_batch(self) -> None:
+        """The loop; if it raises, the requests of the batch in hand get a 500 instead of hanging."""
+        try:
+            self._loop()
+        except Exception:
+            for job in self._taken:
+                if not job.done.is_set():
+                    job.finish(error=ModelFailed("internal error while batching; the service logged the details"))
+            self._taken = []
+            raise
 
     def _loop(self) -> None:
         while True:
