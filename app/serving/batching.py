@@ -1,7 +1,8 @@
 """Dynamic batching inside one worker: request threads queue validated inputs, one model thread answers them.
 
-A lone request on an idle service runs at once; requests that arrive while the model is busy are
-answered together in one preprocess + generate, each with its own answer, quality and drift score.
+A lone request on an idle service is answered at once on its own thread; requests that arrive while
+the model is busy are answered together in one preprocess + generate, each with its own answer,
+quality and drift score.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class Batcher:
     """
 
     def __init__(self, current_model: Callable[[], VQAModel | None], *, max_batch: int, wait_ms: float,
-                 queue_size: int, timeout_s: float, on_batch: Callable[[list[Job]], None] | None = None):
+                 queue_size: int, timeout_s: float, on_batch: Callable[[list[Job]], None] | None = None,
+                 inline_when_idle: bool = True):
         if max_batch < 1 or queue_size < 1:
             raise ValueError("max_batch and queue_size must be at least 1")
         self.current_model = current_model
@@ -100,6 +102,8 @@ class Batcher:
         self._cond = threading.Condition()
         self._arriving = 0  # requests being parsed: they will join the queue in a moment
         self._stopping = False
+        self._busy = False  # a batch is being answered, by the model thread or inline by a request thread
+        self.inline_when_idle = inline_when_idle
         self._thread: SupervisedThread | None = None
         self._taken: list[Job] = []  # the batch in progress: failed, not left hanging, if the loop crashes
         self._last_size, self._last_end = 0, float("-inf")
@@ -154,11 +158,33 @@ class Batcher:
         with self._cond:
             if announced:
                 self._arriving -= 1
-            self._cond.notify()
-            if len(self._jobs) >= self.queue_size:
-                raise QueueFull(f"the service is overloaded ({self.queue_size} requests are waiting); retry shortly")
-            self._jobs.append(job)
+            alone = self.inline_when_idle and not (self._jobs or self._busy or self._arriving)
+            if alone:
+                self._busy = True  # the model is this thread's until it has answered
+            else:
+                self._cond.notify()
+                if len(self._jobs) >= self.queue_size:
+                    raise QueueFull(f"the service is overloaded ({self.queue_size} requests are waiting); "
+                                    "retry shortly")
+                self._jobs.append(job)
+        if alone:
+            # Nothing queued, nothing running, nothing coming: answering here saves the two thread
+            # hand-offs to the model thread and back, which cost milliseconds when the cores are busy.
+            try:
+                self._run([job])
+            except Exception:  # as on the model thread: this request fails, the batcher goes on
+                log.exception("answering a request inline failed")
+                if not job.done.is_set():
+                    job.finish(error=ModelFailed("internal error while answering; the service logged the details"))
+            finally:
+                self._release(1)
         return job
+
+    def _release(self, answered: int) -> None:
+        with self._cond:
+            self._busy = False
+            self._last_size, self._last_end = answered, time.perf_counter()
+            self._cond.notify()
 
     def _too_long(self) -> WaitedTooLong:
         return WaitedTooLong(f"the request waited more than {self.timeout_s:g} s for the model; retry shortly")
@@ -224,9 +250,11 @@ class Batcher:
             if batch is None:
                 return
             self._taken = batch
-            self._run(batch)
+            try:
+                self._run(batch)
+            finally:
+                self._release(len(batch))
             self._taken = []
-            self._last_size, self._last_end = len(batch), time.perf_counter()
 
     def _take(self) -> list[Job] | None:
         """Up to max_batch jobs, waiting (at most wait_ms) for more only when more are expected.
@@ -237,10 +265,13 @@ class Batcher:
         An idle service, whose last batch was one request or ended a while ago, never waits.
         """
         with self._cond:
-            while not self._jobs and not self._stopping:
+            while (not self._jobs or self._busy) and not self._stopping:
+                self._cond.wait()
+            while self._busy:  # stopping: let a request thread finish its inline answer first
                 self._cond.wait()
             if not self._jobs:
                 return None  # stopping, and nothing left to answer
+            self._busy = True
             now = time.perf_counter()
             returning = self._last_size if now - self._last_end < self.wait_s and self._last_size > 1 else 0
             expected = min(self.max_batch, returning + len(self._jobs))
