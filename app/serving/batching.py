@@ -158,7 +158,7 @@ class Batcher:
         with self._cond:
             if announced:
                 self._arriving -= 1
-            alone = self.inline_when_idle and not (self._jobs or self._busy or self._arriving)
+            alone = self.inline_when_idle and not (self._jobs or self._busy or self._arriving or self._returning(now))
             if alone:
                 self._busy = True  # the model is this thread's until it has answered
             else:
@@ -179,6 +179,10 @@ class Batcher:
             finally:
                 self._release(1)
         return job
+
+    def _returning(self, now: float) -> int:
+        """Clients of the last batch that may be about to come back: its size if it had several and just ended."""
+        return self._last_size if self._last_size > 1 and now - self._last_end < self.wait_s else 0
 
     def _release(self, answered: int) -> None:
         with self._cond:
@@ -273,8 +277,7 @@ class Batcher:
                 return None  # stopping, and nothing left to answer
             self._busy = True
             now = time.perf_counter()
-            returning = self._last_size if now - self._last_end < self.wait_s and self._last_size > 1 else 0
-            expected = min(self.max_batch, returning + len(self._jobs))
+            expected = min(self.max_batch, self._returning(now) + len(self._jobs))
             until = now + self.wait_s
             batch = self._pop(self.max_batch)
             while len(batch) < self.max_batch and (self._arriving > 0 or len(batch) < expected):
