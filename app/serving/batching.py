@@ -89,7 +89,7 @@ class Batcher:
 
     def __init__(self, current_model: Callable[[], VQAModel | None], *, max_batch: int, wait_ms: float,
                  queue_size: int, timeout_s: float, on_batch: Callable[[list[Job]], None] | None = None,
-                 inline_when_idle: bool = True):
+                 inline_when_idle: bool = True, thread_setup: Callable[[], None] | None = None):
         if max_batch < 1 or queue_size < 1:
             raise ValueError("max_batch and queue_size must be at least 1")
         self.current_model = current_model
@@ -98,6 +98,8 @@ class Batcher:
         self.queue_size = queue_size
         self.timeout_s = timeout_s
         self.on_batch = on_batch
+        self.thread_setup = thread_setup
+        self._thread_state = threading.local()
         self._jobs: deque[Job] = deque()
         self._cond = threading.Condition()
         self._arriving = 0  # requests being parsed: they will join the queue in a moment
@@ -299,6 +301,9 @@ class Batcher:
         return out
 
     def _run(self, batch: list[Job]) -> None:
+        if self.thread_setup is not None and not getattr(self._thread_state, "ready", False):
+            self.thread_setup()  # once per thread that runs the model (the model thread, request threads)
+            self._thread_state.ready = True
         started = time.perf_counter()
         live = []
         for job in batch:
