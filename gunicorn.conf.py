@@ -46,6 +46,17 @@ def on_starting(server):
         os.environ["VQA_TORCH_THREADS"] = "1"
 
 
+def post_worker_init(worker):
+    """Accept connections only once this worker's model is loaded (or failed to load, which /readyz names).
+
+    Otherwise, with several workers, the first one ready makes /readyz pass and the others answer 503
+    until their own model is in; a worker that is not accepting yet leaves its connections to the rest.
+    """
+    service = getattr(worker.wsgi, "extensions", {}).get("vqa")
+    if service is not None:
+        service.models.wait_ready(max(1.0, timeout - 10))
+
+
 def child_exit(server, worker):
     """A worker ended (exit, crash or restart): its live gauges stop counting, its counters stay."""
     from prometheus_client import multiprocess

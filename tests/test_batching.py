@@ -83,7 +83,8 @@ class FakeModel:
 
 
 def make_batcher(model, **kw) -> Batcher:
-    options = {"max_batch": 8, "wait_ms": 0.0, "queue_size": 32, "timeout_s": GUARD_S, **kw}
+    """A started batcher over `model`; every request goes through the model thread unless `inline_when_idle`."""
+    options = {"max_batch": 8, "wait_ms": 0.0, "queue_size": 32, "timeout_s": GUARD_S, "inline_when_idle": False, **kw}
     holder = {"model": model}
     batcher = Batcher(lambda: holder["model"], **options)
     batcher.holder = holder  # type: ignore[attr-defined]
@@ -119,6 +120,30 @@ def test_a_lone_request_on_an_idle_service_never_waits_for_company():
     batcher = make_batcher(model, wait_ms=600_000, timeout_s=GUARD_S)
     job = batcher.answer(None, "alone")
     assert job.prediction.answer == "alone@v1" and model.calls == [1]
+    batcher.stop()
+
+
+def test_a_lone_request_on_an_idle_service_is_answered_on_its_own_thread():
+    """With nothing queued or running, the request thread answers itself; one arriving meanwhile is queued."""
+    model = FakeModel()
+    model.release.clear()
+    seen: list[str] = []
+    answer = model.answer
+
+    def answer_and_note_the_thread(images, questions):
+        seen.append(threading.current_thread().name)
+        return answer(images, questions)
+
+    model.answer = answer_and_note_the_thread
+    batcher = make_batcher(model, inline_when_idle=True)
+    alone = threading.Thread(target=lambda: batcher.answer(None, "alone"), name="request-1")
+    alone.start()
+    assert model.entered.wait(GUARD_S)
+    queued = batcher.submit(None, "queued")  # the model is busy: this one goes to the model thread
+    model.release.set()
+    alone.join(GUARD_S)
+    assert batcher.wait(queued).prediction.answer == "queued@v1"
+    assert seen == ["request-1", "vqa-batcher"]
     batcher.stop()
 
 
@@ -200,7 +225,7 @@ def test_a_model_switch_between_batches_answers_each_batch_with_one_model():
 
 
 def test_a_crash_of_the_model_loop_is_logged_and_the_loop_restarted(caplog):
-    """An exception in the loop itself is logged with its traceback, the loop restarts, /readyz says so."""
+    """An exception in the loop itself is logged with its traceback, the loop restarts, health says so."""
     model = FakeModel()
     calls = []
 
@@ -210,13 +235,33 @@ def test_a_crash_of_the_model_loop_is_logged_and_the_loop_restarted(caplog):
             raise RuntimeError("metrics backend exploded")
 
     batcher = make_batcher(model, on_batch=on_batch)
-    with caplog.at_level(logging.ERROR, logger="app.serving.batching"):
+    with caplog.at_level(logging.ERROR, logger="app.threads"):
         assert batcher.answer(None, "one").prediction.answer == "one@v1"  # finished before the crash
         assert batcher.answer(None, "two").prediction.answer == "two@v1"  # served by the restarted loop
     crash = next(r for r in caplog.records if "crashed" in r.getMessage())
     assert crash.exc_info and "metrics backend exploded" in str(crash.exc_info[1])
     status, detail = batcher.health()
-    assert status == "ok" and "1 crash" in detail and "metrics backend exploded" in detail
+    assert status == "degraded" and "crashed 1 time" in detail and "metrics backend exploded" in detail
+    batcher.stop()
+
+
+def test_the_requests_of_a_batch_in_hand_when_the_loop_crashes_get_a_500_not_a_hang():
+    """A crash between taking a batch and answering it fails that batch's requests; the next one is served."""
+    model = FakeModel()
+    broken = [True]
+
+    def current():
+        if broken[0]:
+            broken[0] = False
+            raise KeyError("model holder state")
+        return model
+
+    batcher = Batcher(current, max_batch=8, wait_ms=0.0, queue_size=8, timeout_s=GUARD_S, inline_when_idle=False)
+    batcher.start()
+    with pytest.raises(ModelFailed) as failed:
+        batcher.answer(None, "in hand")
+    assert failed.value.status == 500
+    assert batcher.answer(None, "after").prediction.answer == "after@v1"
     batcher.stop()
 
 

@@ -254,7 +254,7 @@ def test_read_only_service_writes_only_to_mounted_volumes(manifests: list[Manife
 
 
 def test_hpa_scales_the_service_deployment_on_cpu(manifests: list[Manifest]) -> None:
-    """The autoscaling/v2 HPA targets the service Deployment by name: 1 to 5 replicas at 50% CPU."""
+    """The autoscaling/v2 HPA targets the service Deployment by name: 1 to 5 replicas at 120% of the CPU request."""
     hpa = one(manifests, "vqa_deploy", "HorizontalPodAutoscaler")
     deployment = one(manifests, "vqa_deploy", "Deployment")
     assert hpa.obj["apiVersion"] == "autoscaling/v2"
@@ -264,7 +264,7 @@ def test_hpa_scales_the_service_deployment_on_cpu(manifests: list[Manifest]) -> 
     assert (hpa.obj["spec"]["minReplicas"], hpa.obj["spec"]["maxReplicas"]) == (1, 5)
     [metric] = hpa.obj["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
-    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 50}
+    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 120}
     assert "replicas" not in deployment.obj["spec"], "with an HPA the Deployment must leave replicas to it"
 
 

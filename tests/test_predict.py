@@ -299,6 +299,8 @@ def test_a_full_queue_answers_503_with_retry_after_and_an_error_event(settings, 
 
 def test_a_request_waiting_past_the_timeout_answers_503(settings, null_shipper):
     """A request that cannot reach the model within VQA_REQUEST_TIMEOUT_S gets 503 with Retry-After."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from app import create_app
     from app.config import Settings
 
@@ -306,8 +308,14 @@ def test_a_request_waiting_past_the_timeout_answers_503(settings, null_shipper):
                              load_model=False)
     svc = application.extensions["vqa"]
     held = svc.models.current = HeldModel()
-    r = application.test_client().post("/predict", json={"image_path": "test/1.png", "question": "what?"})
-    held.release.set()
+    c = application.test_client()
+    ask = {"image_path": "test/1.png", "question": "what?"}
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(c.post, "/predict", json=ask)  # holds the model
+        assert held.entered.wait(60)
+        r = c.post("/predict", json=ask)  # waits in the queue behind it
+        held.release.set()
+        running.result(60)
     assert r.status_code == 503 and "Retry-After" in r.headers and "waited more than 0.2 s" in r.get_json()["error"]
     svc.close()
 

@@ -176,6 +176,16 @@ def test_feedback_reaches_any_worker_at_once_with_the_receipt(two_workers):
     assert counted(base, "/feedback") == 12.0
 
 
+def test_no_worker_takes_requests_before_its_model_is_loaded(settings, gunicorn):
+    """Right after /readyz first passes with two workers, a burst on fresh connections is all 200 (no 503)."""
+    base = gunicorn({**settings.to_env(), "WEB_CONCURRENCY": "2"}, threads=8)
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda i: requests.post(
+            f"{base}/predict", json={"image_path": f"test/{i}.png", "question": "what shape is in the image?"},
+            headers={"Connection": "close"}, timeout=60).status_code, range(48)))
+    assert codes == [200] * 48
+
+
 def test_gunicorn_config_reads_workers_threads_and_shared_settings(monkeypatch):
     """gunicorn.conf.py takes workers and threads from WEB_CONCURRENCY and GUNICORN_THREADS (through Settings)."""
     import runpy

@@ -1,7 +1,8 @@
 """Dynamic batching inside one worker: request threads queue validated inputs, one model thread answers them.
 
-A lone request on an idle service runs at once; requests that arrive while the model is busy are
-answered together in one preprocess + generate, each with its own answer, quality and drift score.
+A lone request on an idle service is answered at once on its own thread; requests that arrive while
+the model is busy are answered together in one preprocess + generate, each with its own answer,
+quality and drift score.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from app.threads import SupervisedThread
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -22,7 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESTART_BACKOFF_S = (0.0, 0.1, 0.5, 2.0)  # between restarts of a crashing model loop, then 2 s each
+RESTART_BACKOFF_S = (0.05, 2.0)  # first and longest wait before restarting a crashed model loop
+MODEL_THREAD = "vqa-batcher"
 
 
 class BatchingError(RuntimeError):
@@ -84,7 +88,8 @@ class Batcher:
     """
 
     def __init__(self, current_model: Callable[[], VQAModel | None], *, max_batch: int, wait_ms: float,
-                 queue_size: int, timeout_s: float, on_batch: Callable[[list[Job]], None] | None = None):
+                 queue_size: int, timeout_s: float, on_batch: Callable[[list[Job]], None] | None = None,
+                 inline_when_idle: bool = True, thread_setup: Callable[[], None] | None = None):
         if max_batch < 1 or queue_size < 1:
             raise ValueError("max_batch and queue_size must be at least 1")
         self.current_model = current_model
@@ -93,16 +98,18 @@ class Batcher:
         self.queue_size = queue_size
         self.timeout_s = timeout_s
         self.on_batch = on_batch
+        self.thread_setup = thread_setup
+        self._thread_state = threading.local()
         self._jobs: deque[Job] = deque()
         self._cond = threading.Condition()
         self._arriving = 0  # requests being parsed: they will join the queue in a moment
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._busy = False  # a batch is being answered, by the model thread or inline by a request thread
+        self.inline_when_idle = inline_when_idle
+        self._thread: SupervisedThread | None = None
         self._taken: list[Job] = []  # the batch in progress: failed, not left hanging, if the loop crashes
         self._last_size, self._last_end = 0, float("-inf")
         self.batches = 0
-        self.crashes = 0
-        self.last_crash: str | None = None
 
     # --- the request side -------------------------------------------------------------------
     @contextlib.contextmanager
@@ -153,11 +160,37 @@ class Batcher:
         with self._cond:
             if announced:
                 self._arriving -= 1
-            self._cond.notify()
-            if len(self._jobs) >= self.queue_size:
-                raise QueueFull(f"the service is overloaded ({self.queue_size} requests are waiting); retry shortly")
-            self._jobs.append(job)
+            alone = self.inline_when_idle and not (self._jobs or self._busy or self._arriving or self._returning(now))
+            if alone:
+                self._busy = True  # the model is this thread's until it has answered
+            else:
+                self._cond.notify()
+                if len(self._jobs) >= self.queue_size:
+                    raise QueueFull(f"the service is overloaded ({self.queue_size} requests are waiting); "
+                                    "retry shortly")
+                self._jobs.append(job)
+        if alone:
+            # Nothing queued, nothing running, nothing coming: answering here saves the two thread
+            # hand-offs to the model thread and back, which cost milliseconds when the cores are busy.
+            try:
+                self._run([job])
+            except Exception:  # as on the model thread: this request fails, the batcher goes on
+                log.exception("answering a request inline failed")
+                if not job.done.is_set():
+                    job.finish(error=ModelFailed("internal error while answering; the service logged the details"))
+            finally:
+                self._release(1)
         return job
+
+    def _returning(self, now: float) -> int:
+        """Clients of the last batch that may be about to come back: its size if it had several and just ended."""
+        return self._last_size if self._last_size > 1 and now - self._last_end < self.wait_s else 0
+
+    def _release(self, answered: int) -> None:
+        with self._cond:
+            self._busy = False
+            self._last_size, self._last_end = answered, time.perf_counter()
+            self._cond.notify()
 
     def _too_long(self) -> WaitedTooLong:
         return WaitedTooLong(f"the request waited more than {self.timeout_s:g} s for the model; retry shortly")
@@ -178,50 +211,44 @@ class Batcher:
         return self._thread is not None and self._thread.is_alive()
 
     def ensure_running(self) -> None:
-        """Start the model thread if it is not running: on first use, or after it died."""
+        """Start the model thread on first use, and start a new one if it died (not merely crashed:
+        SupervisedThread restarts a loop that raises; this covers a thread that is gone)."""
         if self.alive() or self._stopping:
             return
         with self._cond:
             if self.alive() or self._stopping:
                 return
             if self._thread is not None:
-                log.error("the model thread is dead (last crash: %s); starting a new one", self.last_crash)
-            self._thread = threading.Thread(target=self._supervise, name="vqa-batcher", daemon=True)
+                log.error("the model thread is dead (last error: %s); starting a new one", self._thread.last_error)
+            self._thread = SupervisedThread(MODEL_THREAD, self._loop_failing_its_batch,
+                                            stop_requested=lambda: self._stopping,
+                                            backoff_start=RESTART_BACKOFF_S[0], backoff_max=RESTART_BACKOFF_S[1])
             self._thread.start()
 
     def health(self) -> tuple[str, str]:
-        """('ok' | 'failing', detail) of the model thread, for /readyz; restarts a dead thread."""
+        """('ok' | 'degraded' | 'failing', detail) of the model thread for /readyz; starts a dead one again."""
         if self._stopping:
             return "failing", "the model thread is stopped (the worker is shutting down)"
-        if not self.alive():
-            detail = f"the model thread is dead (last crash: {self.last_crash}); restarting it"
+        if self._thread is None or not self._thread.is_alive():
+            detail = f"the model thread is dead (last error: {self._thread.last_error if self._thread else None})"
             self.ensure_running()
-            return "failing", detail
+            return "failing", f"{detail}; starting a new one"
+        status, detail = self._thread.health()
         with self._cond:
             queued = len(self._jobs)
-        detail = f"{self.batches} batches answered, {queued}/{self.queue_size} requests queued"
-        if self.crashes:
-            detail += f"; restarted after {self.crashes} crash(es), the last: {self.last_crash}"
-        return "ok", detail
+        return status, f"{detail}; {self.batches} batches answered, {queued}/{self.queue_size} requests queued"
 
     # --- the model thread --------------------------------------------------------------------
-    def _supervise(self) -> None:
-        """Run the loop; a crash is logged with its traceback, its batch failed, and the loop restarted."""
-        failures = 0
-        while True:
-            try:
-                self._loop()
-                return
-            except Exception as exc:  # whatever breaks the loop must not end batching for good
-                self.crashes += 1
-                self.last_crash = f"{type(exc).__name__}: {exc}"
-                log.exception("the model thread crashed; restarting it")
-                for job in self._taken:
-                    if not job.done.is_set():
-                        job.finish(error=ModelFailed("internal error while batching; the service logged the details"))
-                self._taken = []
-                time.sleep(RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)])
-                failures += 1
+    def _loop_failing_its_batch(self) -> None:
+        """The loop; if it raises, the requests of the batch in hand get a 500 instead of hanging."""
+        try:
+            self._loop()
+        except Exception:
+            for job in self._taken:
+                if not job.done.is_set():
+                    job.finish(error=ModelFailed("internal error while batching; the service logged the details"))
+            self._taken = []
+            raise
 
     def _loop(self) -> None:
         while True:
@@ -229,9 +256,11 @@ class Batcher:
             if batch is None:
                 return
             self._taken = batch
-            self._run(batch)
+            try:
+                self._run(batch)
+            finally:
+                self._release(len(batch))
             self._taken = []
-            self._last_size, self._last_end = len(batch), time.perf_counter()
 
     def _take(self) -> list[Job] | None:
         """Up to max_batch jobs, waiting (at most wait_ms) for more only when more are expected.
@@ -242,13 +271,15 @@ class Batcher:
         An idle service, whose last batch was one request or ended a while ago, never waits.
         """
         with self._cond:
-            while not self._jobs and not self._stopping:
+            while (not self._jobs or self._busy) and not self._stopping:
+                self._cond.wait()
+            while self._busy:  # stopping: let a request thread finish its inline answer first
                 self._cond.wait()
             if not self._jobs:
                 return None  # stopping, and nothing left to answer
+            self._busy = True
             now = time.perf_counter()
-            returning = self._last_size if now - self._last_end < self.wait_s and self._last_size > 1 else 0
-            expected = min(self.max_batch, returning + len(self._jobs))
+            expected = min(self.max_batch, self._returning(now) + len(self._jobs))
             until = now + self.wait_s
             batch = self._pop(self.max_batch)
             while len(batch) < self.max_batch and (self._arriving > 0 or len(batch) < expected):
@@ -270,6 +301,9 @@ class Batcher:
         return out
 
     def _run(self, batch: list[Job]) -> None:
+        if self.thread_setup is not None and not getattr(self._thread_state, "ready", False):
+            self.thread_setup()  # once per thread that runs the model (the model thread, request threads)
+            self._thread_state.ready = True
         started = time.perf_counter()
         live = []
         for job in batch:

@@ -129,9 +129,39 @@ def parse_hey(summary: str, *, workers: int, concurrency: int, seconds: float) -
                  latency(95), sum(n for c, n in codes.items() if not 200 <= c < 300) + errors)
 
 
+def bare_b1_p50(settings: Settings, threads: int) -> Callable[[float], float]:
+    """A function that calls the bare model on the seed request for `seconds` and returns its p50 in ms."""
+    import torch
+
+    from app.model.vqa import VQAModel
+
+    vqa = VQAModel.load(settings.model_dir, max_answer_tokens=settings.max_answer_tokens)
+    image, question = load_image_file(settings.images_root, SEED_REQUEST["image_path"]), SEED_REQUEST["question"]
+
+    def measure(seconds: float) -> float:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            times, until = [], time.monotonic() + seconds
+            while time.monotonic() < until:
+                t = time.perf_counter()
+                vqa.answer([image], [question])
+                times.append(time.perf_counter() - t)
+        finally:
+            torch.set_num_threads(before)
+        return 1000 * statistics.median(times)
+
+    return measure
+
+
 def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]], *,
-                log: Callable[[str], None] = print) -> list[Level]:
-    """Start gunicorn with `workers` workers (event shipping off), warm it up, then run each (concurrency, seconds)."""
+                paired: Callable[[float], float] | None = None, rounds: int = 6,
+                log: Callable[[str], None] = print) -> tuple[list[Level], list[float]]:
+    """Start gunicorn with `workers` workers (event shipping off), warm it up, then run each (concurrency, seconds).
+
+    With `paired` (a bare batch-1 p50 measurement), first alternate `rounds` of 2 s of it with 2 s of hey
+    at c1: the differences of the p50s are what HTTP adds, with the machine's other load hitting both alike.
+    """
     with tempfile.TemporaryDirectory(prefix="vqa-bench-") as tmp:
         port = free_port()
         env = {**settings.to_env(), "ES_URL": "", "WEB_CONCURRENCY": str(workers), "VQA_SPOOL_DIR": f"{tmp}/spool"}
@@ -139,6 +169,12 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
         url = f"http://127.0.0.1:{port}/predict"
         try:
             _warm_up(url, workers)
+            diffs = []
+            for _ in range(rounds if paired else 0):
+                bare_p50 = paired(2.0)
+                diffs.append(round(hey(url, SEED_REQUEST, 1, 2.0, workers=workers).p50_ms - bare_p50, 2))
+            if diffs:
+                log(f"  c1 p50 minus bare batch-1 p50, {len(diffs)} alternating 2 s rounds: {diffs} ms")
             out = []
             for concurrency, seconds in levels:
                 cpu_before, began = cpu_seconds(proc.pid), time.monotonic()
@@ -148,7 +184,7 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
                     f"p50 {level.p50_ms:7.2f} ms  p95 {level.p95_ms:7.2f} ms  non-2xx {level.non_2xx}  "
                     f"CPU {level.cpu_cores:.2f} cores")
                 out.append(level)
-            return out
+            return out, diffs
         finally:
             stop_service(proc)
 
@@ -183,9 +219,10 @@ def _warm_up(url: str, workers: int) -> None:
     hey(url, SEED_REQUEST, 16, 3)
 
 
-def ratios(bare: list[Bare], levels: list[Level]) -> dict[str, float]:
+def ratios(bare: list[Bare], levels: list[Level], paired: list[float] | None = None) -> dict[str, float]:
     """The issue's four numbers. The reference is the bare model on the request the load test sends, at its
-    best thread count (highest batch-16 throughput, lowest batch-1 p50), so no ratio flatters the service."""
+    best thread count (highest batch-16 throughput, lowest batch-1 p50), so no ratio flatters the service.
+    `paired`: differences of c1 and bare p50 measured in alternation (their median is reported too)."""
     seed = [b for b in bare if b.inputs == "seed request"]
     best16 = max((b for b in seed if b.batch == 16), key=lambda b: b.requests_per_s)
     best1 = min((b for b in seed if b.batch == 1), key=lambda b: b.p50_ms)
@@ -194,6 +231,7 @@ def ratios(bare: list[Bare], levels: list[Level]) -> dict[str, float]:
         "ceiling ratio": round(at[16].requests_per_s / best16.requests_per_s, 3),
         "p95@16 / p50@1": round(at[16].p95_ms / at[1].p50_ms, 2),
         "p50@1 - bare batch-1 p50 (ms)": round(at[1].p50_ms - best1.p50_ms, 2),
+        **({"same, paired rounds, median (ms)": round(statistics.median(paired), 2)} if paired else {}),
         "non-2xx at c50": at[50].non_2xx,
     }
 
@@ -208,7 +246,8 @@ def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0,
     for b in bare:
         log(f"  {b.inputs:<12} {b.threads} thread(s) batch {b.batch:<3} {b.requests_per_s:7.1f} req/s  "
             f"p50 {b.p50_ms:7.2f} ms/call  p95 {b.p95_ms:7.2f} ms/call")
-    result: dict = {"bare": [asdict(b) for b in bare], "service": {}, "ratios": {}}
+    result: dict = {"bare": [asdict(b) for b in bare], "service": {}, "paired_c1_ms": {}, "ratios": {}}
+    paired = bare_b1_p50(settings, settings.torch_threads or 1)
     for count in workers:
         # The machine's other load drifts: measure the bare model again right before each service run,
         # and compare with the best of all bare runs.
@@ -219,9 +258,11 @@ def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0,
         bare += again
         result["bare"] += [asdict(b) for b in again]
         log(f"service, {count} worker(s) ({settings.torch_threads or 1} PyTorch thread each), hey on {SEED_REQUEST}:")
-        levels = load_levels(settings, count, [(1, seconds), (16, seconds), (50, c50_seconds)], log=log)
+        levels, diffs = load_levels(settings, count, [(1, seconds), (16, seconds), (50, c50_seconds)],
+                                    paired=paired, log=log)
         result["service"][count] = [asdict(level) for level in levels]
-        result["ratios"][count] = ratios(bare, levels)
+        result["paired_c1_ms"][count] = diffs
+        result["ratios"][count] = ratios(bare, levels, diffs)
         for name, value in result["ratios"][count].items():
             log(f"  {name}: {value}")
     return result

@@ -246,8 +246,8 @@ def readyz():
     checks = {"model": model, "model_thread": {"status": thread_status, "detail": thread_detail},
               "elasticsearch": {"status": es_status, "detail": es_detail},
               "adapter_reload": {"status": reload_status, "detail": reload_detail}}
-    ready = model["status"] == "ok" and thread_status == "ok"
-    healthy = es_status in ("ok", "disabled") and reload_status == "ok"
+    ready = model["status"] == "ok" and thread_status != "failing"
+    healthy = es_status in ("ok", "disabled") and reload_status == "ok" and thread_status == "ok"
     overall = "failing" if not ready else ("ok" if healthy else "degraded")
     body = {"status": overall, "checks": checks}
     if vqa is not None:

@@ -136,11 +136,19 @@ class Service:
         self.batcher = Batcher(
             lambda: self.models.current, max_batch=settings.max_batch, wait_ms=settings.batch_wait_ms,
             queue_size=settings.queue_size, timeout_s=settings.request_timeout_s, on_batch=metrics.observe_batch,
+            thread_setup=self._torch_threads if settings.torch_threads > 0 else None,
         )
         self.receipts = Receipts(settings.receipt_key)
         self.started = time.time()
         self._es = None
         self.models.on_switch = self._log_switch
+
+    def _torch_threads(self) -> None:
+        # PyTorch's thread count (OpenMP's) is per thread: set in the main thread, it does not reach the
+        # threads that run the model, which would use every core (docs/BENCHMARKS.md, "Load").
+        import torch
+
+        torch.set_num_threads(self.settings.torch_threads)
 
     def start(self, *, load_model: bool = True) -> None:
         """Start the model thread and, unless told not to, the background model load."""
