@@ -28,8 +28,9 @@ def on_starting(server):
     - PROMETHEUS_MULTIPROC_DIR, a fresh folder unless one is given (cleared: old files would count
       twice); prometheus_client reads it when a worker imports it, so it must be set here, first.
     - VQA_RECEIPT_KEY, so a receipt issued by one worker is accepted by the others.
-    - VQA_TORCH_THREADS=1 unless set: PyTorch's intra-op threads collapse as soon as another process
-      shares the cores (docs/BENCHMARKS.md); a worker per core (WEB_CONCURRENCY) uses them robustly.
+    - VQA_TORCH_THREADS=1 unless set: PyTorch's default of a thread per core, in every worker, would
+      oversubscribe the cores, and an operation waits for its slowest thread; a worker per core
+      (WEB_CONCURRENCY) uses them without contention.
     """
     global _made_metrics_dir
     if settings.metrics_dir:

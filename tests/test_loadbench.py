@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import math
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 
-from app.serving.loadbench import Bare, Level, parse_hey, ratios
+from app.serving.loadbench import (
+    Bare,
+    Level,
+    cpu_seconds,
+    event_latency_p50,
+    parse_batch_totals,
+    parse_hey,
+    pss_mib,
+    ratios,
+)
 
 HEY_SUMMARY = """
 Summary:
@@ -45,3 +60,45 @@ def test_ratios_compare_with_the_best_bare_model_run():
               Level(1, 50, 60, 250.0, 190.0, 230.0, 0)]
     assert ratios(bare, levels) == {"ceiling ratio": 0.8, "p95@16 / p50@1": 4.5,
                                     "p50@1 - bare batch-1 p50 (ms)": pytest.approx(1.0), "non-2xx at c50": 0}
+
+
+def test_in_worker_latency_reads_only_the_inference_events_written_after_the_offset(tmp_path):
+    """The paired rounds split c1's overhead: this is the part inside the worker, from the events' latency_seconds."""
+    log = tmp_path / "gunicorn.log"
+    before = 'LOG_EVENT {"event":"inference","latency_seconds":0.9,"status":200}\n'
+    log.write_text(before)
+    offset = log.stat().st_size
+    with log.open("a") as f:
+        f.write("[INFO] Booting worker\n")
+        for seconds in (0.011, 0.013, 0.012):
+            f.write(f'LOG_EVENT {{"answer":"red","event":"inference","latency_seconds":{seconds},"status":200}}\n')
+        f.write('LOG_EVENT {"error":"x","event":"error","latency_seconds":5.0,"status":503}\n')
+    assert event_latency_p50(log, offset) == 12.0
+    assert math.isnan(event_latency_p50(log, log.stat().st_size))  # no events after the end
+
+
+def test_batch_totals_come_from_the_batch_size_histogram():
+    """The mean batch per level is the difference of the histogram's sum over the difference of its count."""
+    text = ("# HELP vqa_batch_size Requests answered together per batched model call\n"
+            "# TYPE vqa_batch_size histogram\n"
+            'vqa_batch_size_bucket{le="1.0"} 12.0\n'
+            "vqa_batch_size_sum 2408.0\n"
+            "vqa_batch_size_count 508.0\n"
+            "vqa_queue_wait_seconds_sum 1.5\n")
+    assert parse_batch_totals(text) == (2408.0, 508.0)
+    assert parse_batch_totals("vqa_requests_total 3.0\n") == (0.0, 0.0)
+
+
+def test_cpu_and_memory_of_a_process_family_are_read_from_proc():
+    """The bench's CPU and PSS columns add up gunicorn's master and workers: here, this process and a child."""
+    alone_mib = pss_mib(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import time; x = bytearray(64 << 20); time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while pss_mib(os.getpid()) < alone_mib + 48 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pss_mib(os.getpid()) >= alone_mib + 48  # the child's 64 MiB buffer is counted
+        assert cpu_seconds(os.getpid()) > 0
+    finally:
+        child.kill()
+        child.wait()

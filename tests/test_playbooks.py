@@ -621,9 +621,17 @@ def hpa_table(cluster: KubeCluster) -> str:
     return cluster.kubectl("get", "hpa", "vqa-app", "-n", "vqa").stdout
 
 
+def role_default(role: str, name: str):
+    """A variable's default in `playbooks/roles/<role>/defaults/main.yml`."""
+    return yaml.safe_load((REPO_ROOT / "playbooks" / "roles" / role / "defaults" / "main.yml").read_text())[name]
+
+
+HPA_TARGET = int(role_default("vqa_deploy", "vqa_deploy_hpa_cpu_utilization"))
+
+
 def cpu_percent(table: str) -> int | None:
-    """The current CPU utilisation in a `kubectl get hpa` table (`cpu: 200%/50%`); None while `<unknown>`."""
-    found = re.search(r"cpu: (\d+)%/50%", table)
+    """The current CPU utilisation in a `kubectl get hpa` table (`cpu: 200%/120%`); None while `<unknown>`."""
+    found = re.search(rf"cpu: (\d+)%/{HPA_TARGET}%", table)
     return int(found[1]) if found else None
 
 
@@ -641,15 +649,18 @@ def replicas(cluster: KubeCluster) -> int:
 
 @pytest.mark.slow
 def test_hpa_reads_cpu_and_scales_the_service_up_under_load_and_back_down(deployed: Deployed) -> None:
-    """The HPA shows a CPU percentage; usage above the 50% target scales 1 -> 2+, and it returns to 1 after."""
+    """The HPA shows a CPU percentage; usage above the role's target scales 1 -> 2+, and it returns to 1 after."""
     cluster = deployed.cluster
     table = wait_for("a CPU percentage in `kubectl get hpa`",
                      lambda: cpu_percent(t := hpa_table(cluster)) is not None and t)
     assert "<unknown>" not in table and replicas(cluster) == 1, table
     [pod] = [p for p in pods_of(cluster, "vqa", {"app.kubernetes.io/name": "vqa-app"})
              if p["metadata"].get("deletionTimestamp") is None]
-    # kwok reports this as the pod's CPU: 1000m of its 500m request is 200%, four times the target.
-    cluster.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", "vqa", "kwok.x-k8s.io/usage-cpu=1000m")
+    # kwok reports this as the pod's CPU: twice the target, of the role's CPU request (in millicores).
+    request = role_default("vqa_deploy", "vqa_deploy_cpu_request")
+    request_m = int(str(request)[:-1]) if str(request).endswith("m") else int(float(request) * 1000)
+    usage = f"{2 * HPA_TARGET * request_m // 100}m"
+    cluster.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", "vqa", f"kwok.x-k8s.io/usage-cpu={usage}")
     up = wait_for("a scale-up", lambda: [e for e in rescales(cluster) if "above target" in e])
     assert replicas(cluster) >= 2, up
     cluster.kubectl("annotate", "pod", pod["metadata"]["name"], "-n", "vqa", "kwok.x-k8s.io/usage-cpu-")
@@ -660,4 +671,4 @@ def test_hpa_reads_cpu_and_scales_the_service_up_under_load_and_back_down(deploy
     conditions = {c["type"]: c["status"] for c in hpa["status"]["conditions"]}
     assert conditions["ScalingActive"] == "True", hpa["status"]
     table = hpa_table(cluster)
-    assert (cpu_percent(table) is not None and cpu_percent(table) < 50), table
+    assert (cpu_percent(table) is not None and cpu_percent(table) < HPA_TARGET), table

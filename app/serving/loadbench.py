@@ -45,6 +45,8 @@ class Level:
     p95_ms: float
     non_2xx: int  # answers with another status, plus requests that got no answer at all
     cpu_cores: float = float("nan")  # CPU the service's processes used meanwhile, in cores (Linux /proc)
+    mean_batch: float = float("nan")  # requests per model call meanwhile (the service's vqa_batch_size histogram)
+    memory_mib: float = float("nan")  # proportional set size (PSS) of gunicorn's master and workers after the level
 
 
 @dataclass
@@ -156,53 +158,113 @@ def bare_b1_p50(settings: Settings, threads: int) -> Callable[[float], float]:
 
 def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]], *,
                 paired: Callable[[float], float] | None = None, rounds: int = 6,
-                log: Callable[[str], None] = print) -> tuple[list[Level], list[float]]:
+                log: Callable[[str], None] = print) -> tuple[list[Level], list[float], list[float]]:
     """Start gunicorn with `workers` workers (event shipping off), warm it up, then run each (concurrency, seconds).
 
     With `paired` (a bare batch-1 p50 measurement), first alternate `rounds` of 2 s of it with 2 s of hey
     at c1: the differences of the p50s are what HTTP adds, with the machine's other load hitting both alike.
+    Returns the levels, those differences, and the part of each spent inside the worker (the p50 of the
+    round's events' `latency_seconds`, from request parsing to the answer, minus the bare p50).
     """
     with tempfile.TemporaryDirectory(prefix="vqa-bench-") as tmp:
         port = free_port()
         env = {**settings.to_env(), "ES_URL": "", "WEB_CONCURRENCY": str(workers), "VQA_SPOOL_DIR": f"{tmp}/spool"}
-        proc = start_service(env, port, log_path=Path(tmp) / "gunicorn.log", timeout=180)
+        log_path = Path(tmp) / "gunicorn.log"
+        proc = start_service(env, port, log_path=log_path, timeout=180)
         url = f"http://127.0.0.1:{port}/predict"
         try:
             _warm_up(url, workers)
-            diffs = []
+            diffs, inside = [], []
             for _ in range(rounds if paired else 0):
                 bare_p50 = paired(2.0)
+                offset = log_path.stat().st_size
                 diffs.append(round(hey(url, SEED_REQUEST, 1, 2.0, workers=workers).p50_ms - bare_p50, 2))
+                inside.append(round(event_latency_p50(log_path, offset) - bare_p50, 2))
             if diffs:
                 log(f"  c1 p50 minus bare batch-1 p50, {len(diffs)} alternating 2 s rounds: {diffs} ms")
+                log(f"  of which inside the worker (the events' latency_seconds p50 minus bare): {inside} ms; "
+                    "the rest is HTTP (gunicorn, loopback, hey)")
             out = []
             for concurrency, seconds in levels:
+                batches_before = batch_totals(url)
                 cpu_before, began = cpu_seconds(proc.pid), time.monotonic()
                 level = hey(url, SEED_REQUEST, concurrency, seconds, workers=workers)
                 level.cpu_cores = round((cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - began), 2)
+                (requests_after, calls_after), (requests_before, calls_before) = batch_totals(url), batches_before
+                if calls_after > calls_before:
+                    level.mean_batch = round((requests_after - requests_before) / (calls_after - calls_before), 1)
+                level.memory_mib = round(pss_mib(proc.pid))
                 log(f"  {workers} worker(s), c{concurrency:<3} {level.requests_per_s:7.1f} req/s  "
                     f"p50 {level.p50_ms:7.2f} ms  p95 {level.p95_ms:7.2f} ms  non-2xx {level.non_2xx}  "
-                    f"CPU {level.cpu_cores:.2f} cores")
+                    f"CPU {level.cpu_cores:.2f} cores  mean batch {level.mean_batch}  PSS {level.memory_mib:.0f} MiB")
                 out.append(level)
-            return out, diffs
+            return out, diffs, inside
         finally:
             stop_service(proc)
+
+
+def event_latency_p50(log_path: Path, offset: int) -> float:
+    """p50, in ms, of `latency_seconds` over the inference LOG_EVENTs written to `log_path` after byte `offset`."""
+    with log_path.open("rb") as f:
+        f.seek(offset)
+        text = f.read().decode("utf-8", "replace")
+    found = [float(x) for x in re.findall(r'^LOG_EVENT .*"event":"inference".*?"latency_seconds":([\d.]+)', text, re.M)]
+    return round(1000 * statistics.median(found), 2) if found else float("nan")
+
+
+def batch_totals(predict_url: str) -> tuple[float, float]:
+    """(requests answered, model calls) so far, summed over the workers, from the service's /metrics."""
+    text = requests.get(predict_url.rsplit("/", 1)[0] + "/metrics", timeout=30).text
+    return parse_batch_totals(text)
+
+
+def parse_batch_totals(metrics_text: str) -> tuple[float, float]:
+    """(sum, count) of the `vqa_batch_size` histogram in a Prometheus text exposition."""
+    def value(name: str) -> float:
+        found = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", metrics_text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    return value("vqa_batch_size_sum"), value("vqa_batch_size_count")
+
+
+def _family(root: int) -> list[int]:
+    """Process `root` and its children (gunicorn's master and workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(entry.name) == root or ppid == root:
+            pids.append(int(entry.name))
+    return pids
+
+
+def pss_mib(root: int) -> float:
+    """Proportional set size of process `root` and its children, in MiB (Linux smaps_rollup): shared pages
+    (the model's read-only file mappings, libraries) are split between the processes that map them."""
+    total_kib = 0
+    for pid in _family(root):
+        try:
+            found = re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{pid}/smaps_rollup").read_text(), re.M)
+        except OSError:
+            continue
+        total_kib += int(found.group(1)) if found else 0
+    return total_kib / 1024
 
 
 def cpu_seconds(root: int) -> float:
     """User + system CPU seconds of process `root` and its children so far (gunicorn's master and workers)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in _family(root):
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        pid, ppid = int(entry.name), int(fields[1])
-        if pid == root or ppid == root:
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return total
 
 
@@ -246,7 +308,8 @@ def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0,
     for b in bare:
         log(f"  {b.inputs:<12} {b.threads} thread(s) batch {b.batch:<3} {b.requests_per_s:7.1f} req/s  "
             f"p50 {b.p50_ms:7.2f} ms/call  p95 {b.p95_ms:7.2f} ms/call")
-    result: dict = {"bare": [asdict(b) for b in bare], "service": {}, "paired_c1_ms": {}, "ratios": {}}
+    result: dict = {"bare": [asdict(b) for b in bare], "service": {}, "paired_c1_ms": {}, "paired_c1_in_worker_ms": {},
+                    "ratios": {}}
     paired = bare_b1_p50(settings, settings.torch_threads or 1)
     for count in workers:
         # The machine's other load drifts: measure the bare model again right before each service run,
@@ -258,10 +321,11 @@ def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0,
         bare += again
         result["bare"] += [asdict(b) for b in again]
         log(f"service, {count} worker(s) ({settings.torch_threads or 1} PyTorch thread each), hey on {SEED_REQUEST}:")
-        levels, diffs = load_levels(settings, count, [(1, seconds), (16, seconds), (50, c50_seconds)],
-                                    paired=paired, log=log)
+        levels, diffs, inside = load_levels(settings, count, [(1, seconds), (16, seconds), (50, c50_seconds)],
+                                            paired=paired, log=log)
         result["service"][count] = [asdict(level) for level in levels]
         result["paired_c1_ms"][count] = diffs
+        result["paired_c1_in_worker_ms"][count] = inside
         result["ratios"][count] = ratios(bare, levels, diffs)
         for name, value in result["ratios"][count].items():
             log(f"  {name}: {value}")
