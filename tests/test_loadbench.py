@@ -82,9 +82,13 @@ def test_batch_totals_come_from_the_batch_size_histogram():
     text = ("# HELP vqa_batch_size Requests answered together per batched model call\n"
             "# TYPE vqa_batch_size histogram\n"
             'vqa_batch_size_bucket{le="1.0"} 12.0\n'
+            'vqa_batch_size_bucket{le="+Inf"} 508.0\n'
             "vqa_batch_size_sum 2408.0\n"
             "vqa_batch_size_count 508.0\n"
-            "vqa_queue_wait_seconds_sum 1.5\n")
+            "# HELP vqa_queue_wait_seconds Time queued\n"
+            "# TYPE vqa_queue_wait_seconds histogram\n"
+            "vqa_queue_wait_seconds_sum 1.5\n"
+            "vqa_queue_wait_seconds_count 9.0\n")
     assert parse_batch_totals(text) == (2408.0, 508.0)
     assert parse_batch_totals("vqa_requests_total 3.0\n") == (0.0, 0.0)
 

@@ -22,9 +22,11 @@ from pathlib import Path
 import requests
 
 from app.config import Settings
+from app.events import schema as events
 from app.learning.data import CSV_NAME, load_rows
 from app.serving.images import load_image_file
 from app.serving.launch import free_port, start_service, stop_service
+from app.serving.metrics import BATCH_SIZE_METRIC
 
 SEED_REQUEST = {"image_path": "test/5.png", "question": "what shape is in the image?"}
 
@@ -186,13 +188,13 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
                     "the rest is HTTP (gunicorn, loopback, hey)")
             out = []
             for concurrency, seconds in levels:
-                batches_before = batch_totals(url)
+                answered_before, calls_before = batch_totals(url)
                 cpu_before, began = cpu_seconds(proc.pid), time.monotonic()
                 level = hey(url, SEED_REQUEST, concurrency, seconds, workers=workers)
                 level.cpu_cores = round((cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - began), 2)
-                (requests_after, calls_after), (requests_before, calls_before) = batch_totals(url), batches_before
-                if calls_after > calls_before:
-                    level.mean_batch = round((requests_after - requests_before) / (calls_after - calls_before), 1)
+                answered, calls = batch_totals(url)
+                if calls > calls_before:
+                    level.mean_batch = round((answered - answered_before) / (calls - calls_before), 1)
                 level.memory_mib = round(pss_mib(proc.pid))
                 log(f"  {workers} worker(s), c{concurrency:<3} {level.requests_per_s:7.1f} req/s  "
                     f"p50 {level.p50_ms:7.2f} ms  p95 {level.p95_ms:7.2f} ms  non-2xx {level.non_2xx}  "
@@ -207,24 +209,24 @@ def event_latency_p50(log_path: Path, offset: int) -> float:
     """p50, in ms, of `latency_seconds` over the inference LOG_EVENTs written to `log_path` after byte `offset`."""
     with log_path.open("rb") as f:
         f.seek(offset)
-        text = f.read().decode("utf-8", "replace")
-    found = [float(x) for x in re.findall(r'^LOG_EVENT .*"event":"inference".*?"latency_seconds":([\d.]+)', text, re.M)]
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    found = [doc[events.LATENCY_SECONDS] for doc in map(events.parse_line, lines)
+             if doc is not None and doc.get(events.EVENT) == events.INFERENCE]
     return round(1000 * statistics.median(found), 2) if found else float("nan")
 
 
 def batch_totals(predict_url: str) -> tuple[float, float]:
     """(requests answered, model calls) so far, summed over the workers, from the service's /metrics."""
-    text = requests.get(predict_url.rsplit("/", 1)[0] + "/metrics", timeout=30).text
-    return parse_batch_totals(text)
+    return parse_batch_totals(requests.get(predict_url.rsplit("/", 1)[0] + "/metrics", timeout=30).text)
 
 
 def parse_batch_totals(metrics_text: str) -> tuple[float, float]:
-    """(sum, count) of the `vqa_batch_size` histogram in a Prometheus text exposition."""
-    def value(name: str) -> float:
-        found = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", metrics_text, re.M)
-        return float(found.group(1)) if found else 0.0
+    """(sum, count) of the `vqa_batch_size` histogram in a Prometheus text exposition ((0, 0) if absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
 
-    return value("vqa_batch_size_sum"), value("vqa_batch_size_count")
+    samples = {sample.name: sample.value for family in text_string_to_metric_families(metrics_text)
+               if family.name == BATCH_SIZE_METRIC for sample in family.samples}
+    return samples.get(f"{BATCH_SIZE_METRIC}_sum", 0.0), samples.get(f"{BATCH_SIZE_METRIC}_count", 0.0)
 
 
 def _family(root: int) -> list[int]:

@@ -14,6 +14,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUEUE_WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_SIZE_METRIC = "vqa_batch_size"  # the load bench reads it back from /metrics
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 SHIPPER_COUNTERS = ("shipped", "retried", "spooled", "dropped", "replayed")
@@ -39,7 +40,7 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS, registry=reg)
         self.queue_wait = Histogram("vqa_queue_wait_seconds", "Time a request waited for the model thread",
                                     buckets=QUEUE_WAIT_BUCKETS, registry=reg)
-        self.batch_size = Histogram("vqa_batch_size", "Requests answered together per batched model call",
+        self.batch_size = Histogram(BATCH_SIZE_METRIC, "Requests answered together per batched model call",
                                     buckets=BATCH_SIZE_BUCKETS, registry=reg)
         self.quality = Histogram("vqa_quality_score", "quality_score of answers", buckets=SCORE_BUCKETS, registry=reg)
         self.drift = Histogram("vqa_drift_score", "drift_score of request images",
