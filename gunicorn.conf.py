@@ -10,6 +10,7 @@ import shutil
 import tempfile
 
 from app.config import Settings
+from app.serving.balance import ConnectionTable, WorkerShare
 
 settings = Settings.from_env()
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
@@ -20,6 +21,10 @@ graceful_timeout = 30
 accesslog = None
 
 _made_metrics_dir = None
+# Made here, in the master, so every forked worker shares it (app/serving/balance.py). Slots beyond
+# `workers` leave room for `--workers`, workers added with TTIN and replacements forked before the
+# old one exits. With one live worker it never closes anything.
+connections = ConnectionTable(max(16, 2 * workers + 4)) if settings.balance_connections else None
 
 
 def on_starting(server):
@@ -47,6 +52,40 @@ def on_starting(server):
         os.environ["VQA_TORCH_THREADS"] = "1"
 
 
+def pre_fork(server, worker):
+    """In the master: the worker about to be forked gets a slot of the connection table."""
+    worker.vqa_slot = connections.assign() if connections is not None else None
+
+
+def post_fork(server, worker):
+    """In the new worker: it takes its slot, so the others count its connections."""
+    if worker.vqa_slot is not None:
+        connections.bind(worker.vqa_slot, os.getpid())
+        worker.vqa_share = WorkerShare(connections, worker.vqa_slot)
+
+
+def pre_request(worker, req):
+    """A worker above its share of connections answers this request with `Connection: close`, and
+    the client reconnects, most often to another worker (app/serving/balance.py).
+
+    `nr_conns` is the gthread worker's count of the connections it holds; other worker classes keep
+    none alive and are left alone.
+    """
+    share, held = getattr(worker, "vqa_share", None), getattr(worker, "nr_conns", None)
+    if share is None or held is None or not share.on_request(held):
+        return
+    req.must_close = req.vqa_rebalanced = True
+    service = getattr(worker.wsgi, "extensions", {}).get("vqa")
+    if service is not None:
+        service.metrics.rebalanced.inc()
+
+
+def post_request(worker, req, environ, resp):
+    """The response of a connection marked for closing is out: stop counting it apart."""
+    if getattr(req, "vqa_rebalanced", False):
+        worker.vqa_share.closed()
+
+
 def post_worker_init(worker):
     """Accept connections only once this worker's model is loaded (or failed to load, which /readyz names).
 
@@ -59,8 +98,12 @@ def post_worker_init(worker):
 
 
 def child_exit(server, worker):
-    """A worker ended (exit, crash or restart): its live gauges stop counting, its counters stay."""
+    """A worker ended (exit, crash or restart): its live gauges stop counting, its counters stay, and
+    its connections no longer count towards the others' share."""
     from prometheus_client import multiprocess
+
+    if connections is not None:
+        connections.free(getattr(worker, "vqa_slot", None))
 
     multiprocess.mark_process_dead(worker.pid)
 

@@ -114,6 +114,11 @@ class Settings:
     request_timeout_s: float = _setting(
         "VQA_REQUEST_TIMEOUT_S", 10.0, "A request still waiting for the model after this many seconds answers 503."
     )
+    balance_connections: bool = _setting(
+        "VQA_BALANCE_CONNECTIONS", True,
+        "With several workers, a worker holding more than its share of keep-alive connections answers "
+        "`Connection: close` so the client reconnects to a less loaded one.",
+    )
     metrics_dir: str = _setting(
         "PROMETHEUS_MULTIPROC_DIR", "",
         "Folder where several worker processes share their metrics (prometheus_client reads it too); "

@@ -196,3 +196,113 @@ def test_gunicorn_config_reads_workers_threads_and_shared_settings(monkeypatch):
     monkeypatch.setenv("GUNICORN_THREADS", "24")
     conf = runpy.run_path(str(REPO_ROOT / "gunicorn.conf.py"))
     assert (conf["workers"], conf["threads"]) == (3, 24)
+
+
+# --- keep-alive connections spread over the workers ------------------------------------------
+def serving_workers(port: int) -> list[int]:
+    """Pids of the gunicorn workers bound to `port`: the processes of that command line whose parent is one too."""
+    import os
+    from pathlib import Path
+
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+            and f"127.0.0.1:{port}".encode() in _read_bytes(p / "cmdline")]
+    parent = {pid: int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) for pid in pids}
+    return sorted(pid for pid in pids if parent[pid] in pids and os.path.exists(f"/proc/{pid}"))
+
+
+def _read_bytes(path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def connection_owners(port: int, conns: list, workers: list[int]) -> list[int | None]:
+    """For each open client connection, the worker pid holding its server side (from /proc/net/tcp and fds)."""
+    import os
+    from pathlib import Path
+
+    inode_of_client_port = {}
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port:
+            inode_of_client_port[int(fields[2].rsplit(":", 1)[1], 16)] = fields[9]
+    owner = {}
+    for pid in workers:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                owner[link[8:-1]] = pid
+    return [owner.get(inode_of_client_port.get(c.sock.getsockname()[1])) if c.sock else None for c in conns]
+
+
+def spread_after_one_worker_took_all(base: str, rounds: int = 30) -> tuple[list[int], list[int]]:
+    """Stop one worker, open 8 keep-alive connections (the other accepts all), resume it, then send rounds
+    of requests on every connection; returns (statuses, connections per worker at the end).
+
+    The requests are sequential, so no worker ever holds two in flight: what moves the connections is
+    the table alone.
+    """
+    import http.client
+    import os
+    import signal
+
+    port = int(base.rsplit(":", 1)[1])
+    workers = serving_workers(port)
+    assert len(workers) == 2
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(8)]
+    statuses = []
+
+    def one_round() -> None:
+        for c in conns:
+            c.request("GET", "/healthz")
+            response = c.getresponse()
+            response.read()
+            statuses.append(response.status)
+
+    os.kill(workers[1], signal.SIGSTOP)
+    try:
+        one_round()
+    finally:
+        os.kill(workers[1], signal.SIGCONT)
+    assert set(connection_owners(port, conns, workers)) <= {workers[0], None}  # None: closed to rebalance
+    for _ in range(rounds):
+        one_round()
+        one_round()  # the second round reopens what the first closed
+        owners = connection_owners(port, conns, workers)
+        per_worker = [owners.count(pid) for pid in workers]
+        if per_worker == [4, 4]:
+            break
+    for c in conns:
+        c.close()
+    return statuses, per_worker
+
+
+@pytest.fixture
+def two_workers_unbalanced(settings, tmp_path, gunicorn):
+    """Two workers with VQA_BALANCE_CONNECTIONS=0 (gunicorn's own behaviour); its URL."""
+    return gunicorn({**settings.to_env(), "WEB_CONCURRENCY": "2", "VQA_BALANCE_CONNECTIONS": "0"}, threads=8)
+
+
+def test_keepalive_connections_even_out_over_two_workers(two_workers):
+    """Eight keep-alive clients all on one worker end up four and four, with every request answered."""
+    base, _ = two_workers
+    statuses, per_worker = spread_after_one_worker_took_all(base)
+    assert per_worker == [4, 4]
+    assert set(statuses) == {200}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    closed = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == "vqa_connections_rebalanced_total"]
+    assert closed and closed[0] >= 4
+
+
+def test_without_balancing_the_connections_stay_where_they_landed(two_workers_unbalanced):
+    """The control: with VQA_BALANCE_CONNECTIONS=0 the eight connections stay on the worker that took them."""
+    statuses, per_worker = spread_after_one_worker_took_all(two_workers_unbalanced, rounds=3)
+    assert sorted(per_worker) == [0, 8]
+    assert set(statuses) == {200}

@@ -42,6 +42,9 @@ class Metrics:
                                     buckets=QUEUE_WAIT_BUCKETS, registry=reg)
         self.batch_size = Histogram(BATCH_SIZE_METRIC, "Requests answered together per batched model call",
                                     buckets=BATCH_SIZE_BUCKETS, registry=reg)
+        self.rebalanced = Counter("vqa_connections_rebalanced",
+                                  "Keep-alive connections a worker closed because it held more than its share",
+                                  registry=reg)
         self.quality = Histogram("vqa_quality_score", "quality_score of answers", buckets=SCORE_BUCKETS, registry=reg)
         self.drift = Histogram("vqa_drift_score", "drift_score of request images",
                                buckets=(0.5, 1, 1.5, 2, 3, 5, 8, 13), registry=reg)
