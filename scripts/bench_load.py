@@ -6,7 +6,10 @@ with one worker and with two; prints req/s, p50, p95 and non-2xx per level, then
   p50@1 - bare batch-1 p50       what the HTTP path adds to one request on an idle service (ms)
   non-2xx at c50                 over --c50-seconds
 
-  python -m scripts.bench_load                      # about 8 minutes on 2 cores
+With several workers it then runs c16 again with VQA_BALANCE_CONNECTIONS=0 (--unbalanced-runs times):
+gunicorn's own spread of keep-alive connections, for comparison with app/serving/balance.py's.
+
+  python -m scripts.bench_load                      # about 10 minutes on 2 cores
   python -m scripts.bench_load --seconds 5 --c50-seconds 10 --workers 1 --json out.json
 
 Needs `hey` (`apt-get install -y hey`). Event shipping is off (ES_URL empty), as in the issue's numbers;
@@ -30,12 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of the c1 and c16 levels")
     parser.add_argument("--c50-seconds", type=float, default=60.0, help="duration of the c50 level")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="gunicorn worker counts to measure")
+    parser.add_argument("--unbalanced-runs", type=int, default=3,
+                        help="c16 runs with VQA_BALANCE_CONNECTIONS=0 after each several-worker run (0: none)")
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
     args = parser.parse_args(argv)
     configure_logging(logging.WARNING)
     try:
         result = run(Settings.from_env(), seconds=args.seconds, c50_seconds=args.c50_seconds,
-                     workers=tuple(args.workers))
+                     workers=tuple(args.workers), unbalanced_runs=args.unbalanced_runs)
     except LoadToolMissing as exc:
         print(exc)
         return 2

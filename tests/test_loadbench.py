@@ -13,10 +13,11 @@ import pytest
 from app.serving.loadbench import (
     Bare,
     Level,
+    Paired,
     cpu_seconds,
     event_latency_p50,
-    parse_batch_totals,
     parse_hey,
+    parse_service_totals,
     pss_mib,
     ratios,
 )
@@ -62,6 +63,20 @@ def test_ratios_compare_with_the_best_bare_model_run():
                                     "p50@1 - bare batch-1 p50 (ms)": pytest.approx(1.0), "non-2xx at c50": 0}
 
 
+def test_paired_rounds_add_the_median_of_each_ratio():
+    """With paired rounds, each ratio is followed by the median of its per-round values."""
+    bare = [Bare("seed request", 1, 1, 50.0, 20.0, 25.0), Bare("seed request", 1, 16, 300.0, 53.0, 60.0)]
+    levels = [Level(1, 1, 20, 50.0, 21.0, 22.0, 0), Level(1, 16, 20, 150.0, 60.0, 84.0, 0),
+              Level(1, 50, 60, 250.0, 190.0, 230.0, 3)]
+    paired = Paired(c1_ms=[1.0, 9.0, 2.0], c1_in_worker_ms=[0.5, 8.0, 1.0], ceiling=[0.4, 0.6, 0.55],
+                    p95_16_over_p50_1=[4.0, 6.0, 4.5])
+    assert ratios(bare, levels, paired) == {
+        "ceiling ratio": 0.5, "ceiling ratio, paired rounds, median": 0.55,
+        "p95@16 / p50@1": 4.0, "p95@16 / p50@1, paired rounds, median": 4.5,
+        "p50@1 - bare batch-1 p50 (ms)": pytest.approx(1.0),
+        "p50@1 - bare batch-1 p50, paired rounds, median (ms)": 2.0, "non-2xx at c50": 3}
+
+
 def test_in_worker_latency_reads_only_the_inference_events_written_after_the_offset(tmp_path):
     """The paired rounds split c1's overhead: this is the part inside the worker, from the events' latency_seconds."""
     log = tmp_path / "gunicorn.log"
@@ -77,8 +92,8 @@ def test_in_worker_latency_reads_only_the_inference_events_written_after_the_off
     assert math.isnan(event_latency_p50(log, log.stat().st_size))  # no events after the end
 
 
-def test_batch_totals_come_from_the_batch_size_histogram():
-    """The mean batch per level is the difference of the histogram's sum over the difference of its count."""
+def test_service_totals_come_from_the_batch_histogram_and_the_rebalance_counter():
+    """Mean batch = difference of the histogram's sum over that of its count; closes come from their counter."""
     text = ("# HELP vqa_batch_size Requests answered together per batched model call\n"
             "# TYPE vqa_batch_size histogram\n"
             'vqa_batch_size_bucket{le="1.0"} 12.0\n'
@@ -88,9 +103,12 @@ def test_batch_totals_come_from_the_batch_size_histogram():
             "# HELP vqa_queue_wait_seconds Time queued\n"
             "# TYPE vqa_queue_wait_seconds histogram\n"
             "vqa_queue_wait_seconds_sum 1.5\n"
-            "vqa_queue_wait_seconds_count 9.0\n")
-    assert parse_batch_totals(text) == (2408.0, 508.0)
-    assert parse_batch_totals("vqa_requests_total 3.0\n") == (0.0, 0.0)
+            "vqa_queue_wait_seconds_count 9.0\n"
+            "# HELP vqa_connections_rebalanced_total Keep-alive connections closed\n"
+            "# TYPE vqa_connections_rebalanced_total counter\n"
+            "vqa_connections_rebalanced_total 7.0\n")
+    assert parse_service_totals(text) == {"answered": 2408.0, "calls": 508.0, "rebalanced": 7.0}
+    assert parse_service_totals("vqa_requests_total 3.0\n") == {"answered": 0.0, "calls": 0.0, "rebalanced": 0.0}
 
 
 def test_cpu_and_memory_of_a_process_family_are_read_from_proc():

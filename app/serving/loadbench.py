@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import requests
@@ -26,7 +26,7 @@ from app.events import schema as events
 from app.learning.data import CSV_NAME, load_rows
 from app.serving.images import load_image_file
 from app.serving.launch import free_port, start_service, stop_service
-from app.serving.metrics import BATCH_SIZE_METRIC
+from app.serving.metrics import BATCH_SIZE_METRIC, REBALANCED_METRIC
 
 SEED_REQUEST = {"image_path": "test/5.png", "question": "what shape is in the image?"}
 
@@ -49,6 +49,8 @@ class Level:
     cpu_cores: float = float("nan")  # CPU the service's processes used meanwhile, in cores (Linux /proc)
     mean_batch: float = float("nan")  # requests per model call meanwhile (the service's vqa_batch_size histogram)
     memory_mib: float = float("nan")  # proportional set size (PSS) of gunicorn's master and workers after the level
+    rebalanced: int = 0  # keep-alive connections closed to even out the workers meanwhile (app/serving/balance.py)
+    balance: bool = True  # VQA_BALANCE_CONNECTIONS during the level
 
 
 @dataclass
@@ -133,40 +135,81 @@ def parse_hey(summary: str, *, workers: int, concurrency: int, seconds: float) -
                  latency(95), sum(n for c, n in codes.items() if not 200 <= c < 300) + errors)
 
 
-def bare_b1_p50(settings: Settings, threads: int) -> Callable[[float], float]:
-    """A function that calls the bare model on the seed request for `seconds` and returns its p50 in ms."""
-    import torch
+class BareProbe:
+    """The bare model in this process, measured in short spells that alternate with the service's."""
 
-    from app.model.vqa import VQAModel
+    def __init__(self, settings: Settings, *, b1_threads: int, b16_threads: int):
+        from app.model.vqa import VQAModel
 
-    vqa = VQAModel.load(settings.model_dir, max_answer_tokens=settings.max_answer_tokens)
-    image, question = load_image_file(settings.images_root, SEED_REQUEST["image_path"]), SEED_REQUEST["question"]
+        self.vqa = VQAModel.load(settings.model_dir, max_answer_tokens=settings.max_answer_tokens)
+        self.image = load_image_file(settings.images_root, SEED_REQUEST["image_path"])
+        self.b1_threads, self.b16_threads = b1_threads, b16_threads
 
-    def measure(seconds: float) -> float:
+    def _spell(self, batch: int, threads: int, seconds: float) -> list[float]:
+        import torch
+
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
             times, until = [], time.monotonic() + seconds
             while time.monotonic() < until:
                 t = time.perf_counter()
-                vqa.answer([image], [question])
+                self.vqa.answer([self.image] * batch, [SEED_REQUEST["question"]] * batch)
                 times.append(time.perf_counter() - t)
         finally:
             torch.set_num_threads(before)
-        return 1000 * statistics.median(times)
+        return times
 
-    return measure
+    def b1_p50(self, seconds: float) -> float:
+        """p50 in ms of one seed request at a time."""
+        return 1000 * statistics.median(self._spell(1, self.b1_threads, seconds))
+
+    def b16_throughput(self, seconds: float) -> float:
+        """Requests per second in batches of 16 seed requests."""
+        times = self._spell(16, self.b16_threads, seconds)
+        return 16 * len(times) / sum(times)
+
+
+@dataclass
+class Paired:
+    """Rounds that alternate 2 s of the bare model with 2 s of the service, so the host's drift hits both.
+
+    Per round: c1 p50 minus bare batch-1 p50 (ms) and the part of it inside the worker; c16 throughput
+    over bare batch-16 throughput; c16 p95 over c1 p50.
+    """
+
+    c1_ms: list[float] = field(default_factory=list)
+    c1_in_worker_ms: list[float] = field(default_factory=list)
+    ceiling: list[float] = field(default_factory=list)
+    p95_16_over_p50_1: list[float] = field(default_factory=list)
+
+
+def paired_rounds(probe: BareProbe, url: str, log_path: Path, workers: int, rounds: int,
+                  seconds: float = 2.0) -> Paired:
+    """`rounds` of: bare batch 1, hey c1, bare batch 16, hey c16 (each `seconds`)."""
+    out = Paired()
+    for _ in range(rounds):
+        bare_p50 = probe.b1_p50(seconds)
+        offset = log_path.stat().st_size
+        c1 = hey(url, SEED_REQUEST, 1, seconds, workers=workers)
+        out.c1_ms.append(round(c1.p50_ms - bare_p50, 2))
+        out.c1_in_worker_ms.append(round(event_latency_p50(log_path, offset) - bare_p50, 2))
+        bare_rps = probe.b16_throughput(seconds)
+        c16 = hey(url, SEED_REQUEST, 16, seconds, workers=workers)
+        out.ceiling.append(round(c16.requests_per_s / bare_rps, 3))
+        out.p95_16_over_p50_1.append(round(c16.p95_ms / c1.p50_ms, 2))
+    return out
 
 
 def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]], *,
-                paired: Callable[[float], float] | None = None, rounds: int = 6,
-                log: Callable[[str], None] = print) -> tuple[list[Level], list[float], list[float]]:
+                probe: BareProbe | None = None, rounds: int = 6,
+                log: Callable[[str], None] = print) -> tuple[list[Level], Paired]:
     """Start gunicorn with `workers` workers (event shipping off), warm it up, then run each (concurrency, seconds).
 
-    With `paired` (a bare batch-1 p50 measurement), first alternate `rounds` of 2 s of it with 2 s of hey
-    at c1: the differences of the p50s are what HTTP adds, with the machine's other load hitting both alike.
-    Returns the levels, those differences, and the part of each spent inside the worker (the p50 of the
-    round's events' `latency_seconds`, from request parsing to the answer, minus the bare p50).
+    With `probe`, first `rounds` paired rounds (`paired_rounds`): the host's speed drifts by tens of
+    percent within minutes here, and alternating 2 s spells compares the service with the model at the
+    same moment. The inside-the-worker part of the c1 difference is the p50 of the round's events'
+    `latency_seconds` (from request parsing to the answer) minus the bare p50; the rest is HTTP.
     """
     with tempfile.TemporaryDirectory(prefix="vqa-bench-") as tmp:
         port = free_port()
@@ -176,31 +219,33 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
         url = f"http://127.0.0.1:{port}/predict"
         try:
             _warm_up(url, workers)
-            diffs, inside = [], []
-            for _ in range(rounds if paired else 0):
-                bare_p50 = paired(2.0)
-                offset = log_path.stat().st_size
-                diffs.append(round(hey(url, SEED_REQUEST, 1, 2.0, workers=workers).p50_ms - bare_p50, 2))
-                inside.append(round(event_latency_p50(log_path, offset) - bare_p50, 2))
-            if diffs:
-                log(f"  c1 p50 minus bare batch-1 p50, {len(diffs)} alternating 2 s rounds: {diffs} ms")
-                log(f"  of which inside the worker (the events' latency_seconds p50 minus bare): {inside} ms; "
-                    "the rest is HTTP (gunicorn, loopback, hey)")
+            paired = paired_rounds(probe, url, log_path, workers, rounds) if probe else Paired()
+            if probe:
+                log(f"  {rounds} paired rounds (2 s bare, 2 s service, alternating):")
+                log(f"    c1 p50 minus bare batch-1 p50: {paired.c1_ms} ms")
+                log(f"    of which inside the worker (events' latency_seconds p50 minus bare): "
+                    f"{paired.c1_in_worker_ms} ms; the rest is HTTP (gunicorn, loopback, hey)")
+                log(f"    c16 throughput / bare batch-16 throughput: {paired.ceiling}")
+                log(f"    c16 p95 / c1 p50: {paired.p95_16_over_p50_1}")
             out = []
             for concurrency, seconds in levels:
-                answered_before, calls_before = batch_totals(url)
+                before = service_totals(url)
                 cpu_before, began = cpu_seconds(proc.pid), time.monotonic()
                 level = hey(url, SEED_REQUEST, concurrency, seconds, workers=workers)
                 level.cpu_cores = round((cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - began), 2)
-                answered, calls = batch_totals(url)
-                if calls > calls_before:
-                    level.mean_batch = round((answered - answered_before) / (calls - calls_before), 1)
+                after = service_totals(url)
+                answered, calls = (after[k] - before[k] for k in ("answered", "calls"))
+                if calls > 0:
+                    level.mean_batch = round(answered / calls, 1)
+                level.rebalanced = int(after["rebalanced"] - before["rebalanced"])
+                level.balance = settings.balance_connections
                 level.memory_mib = round(pss_mib(proc.pid))
                 log(f"  {workers} worker(s), c{concurrency:<3} {level.requests_per_s:7.1f} req/s  "
                     f"p50 {level.p50_ms:7.2f} ms  p95 {level.p95_ms:7.2f} ms  non-2xx {level.non_2xx}  "
-                    f"CPU {level.cpu_cores:.2f} cores  mean batch {level.mean_batch}  PSS {level.memory_mib:.0f} MiB")
+                    f"CPU {level.cpu_cores:.2f} cores  mean batch {level.mean_batch}  PSS {level.memory_mib:.0f} MiB  "
+                    f"connections closed to rebalance {level.rebalanced}")
                 out.append(level)
-            return out, diffs, inside
+            return out, paired
         finally:
             stop_service(proc)
 
@@ -215,18 +260,21 @@ def event_latency_p50(log_path: Path, offset: int) -> float:
     return round(1000 * statistics.median(found), 2) if found else float("nan")
 
 
-def batch_totals(predict_url: str) -> tuple[float, float]:
-    """(requests answered, model calls) so far, summed over the workers, from the service's /metrics."""
-    return parse_batch_totals(requests.get(predict_url.rsplit("/", 1)[0] + "/metrics", timeout=30).text)
+def service_totals(predict_url: str) -> dict[str, float]:
+    """Requests answered, model calls and connections closed to rebalance so far, over all workers (/metrics)."""
+    return parse_service_totals(requests.get(predict_url.rsplit("/", 1)[0] + "/metrics", timeout=30).text)
 
 
-def parse_batch_totals(metrics_text: str) -> tuple[float, float]:
-    """(sum, count) of the `vqa_batch_size` histogram in a Prometheus text exposition ((0, 0) if absent)."""
+def parse_service_totals(metrics_text: str) -> dict[str, float]:
+    """From a Prometheus text exposition: `answered` and `calls`, the sum and count of the `vqa_batch_size`
+    histogram, and `rebalanced`, the connections-rebalanced counter (0 where absent)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     samples = {sample.name: sample.value for family in text_string_to_metric_families(metrics_text)
-               if family.name == BATCH_SIZE_METRIC for sample in family.samples}
-    return samples.get(f"{BATCH_SIZE_METRIC}_sum", 0.0), samples.get(f"{BATCH_SIZE_METRIC}_count", 0.0)
+               for sample in family.samples}
+    return {"answered": samples.get(f"{BATCH_SIZE_METRIC}_sum", 0.0),
+            "calls": samples.get(f"{BATCH_SIZE_METRIC}_count", 0.0),
+            "rebalanced": samples.get(f"{REBALANCED_METRIC}_total", 0.0)}
 
 
 def _family(root: int) -> list[int]:
@@ -283,26 +331,35 @@ def _warm_up(url: str, workers: int) -> None:
     hey(url, SEED_REQUEST, 16, 3)
 
 
-def ratios(bare: list[Bare], levels: list[Level], paired: list[float] | None = None) -> dict[str, float]:
+def ratios(bare: list[Bare], levels: list[Level], paired: Paired | None = None) -> dict[str, float]:
     """The issue's four numbers. The reference is the bare model on the request the load test sends, at its
     best thread count (highest batch-16 throughput, lowest batch-1 p50), so no ratio flatters the service.
-    `paired`: differences of c1 and bare p50 measured in alternation (their median is reported too)."""
+    With `paired` rounds, the median of each paired ratio follows the one from the levels."""
     seed = [b for b in bare if b.inputs == "seed request"]
     best16 = max((b for b in seed if b.batch == 16), key=lambda b: b.requests_per_s)
     best1 = min((b for b in seed if b.batch == 1), key=lambda b: b.p50_ms)
     at = {level.concurrency: level for level in levels}
-    return {
-        "ceiling ratio": round(at[16].requests_per_s / best16.requests_per_s, 3),
-        "p95@16 / p50@1": round(at[16].p95_ms / at[1].p50_ms, 2),
-        "p50@1 - bare batch-1 p50 (ms)": round(at[1].p50_ms - best1.p50_ms, 2),
-        **({"same, paired rounds, median (ms)": round(statistics.median(paired), 2)} if paired else {}),
-        "non-2xx at c50": at[50].non_2xx,
-    }
+
+    out: dict[str, float] = {"ceiling ratio": round(at[16].requests_per_s / best16.requests_per_s, 3)}
+    if paired and paired.ceiling:
+        out["ceiling ratio, paired rounds, median"] = round(statistics.median(paired.ceiling), 3)
+    out["p95@16 / p50@1"] = round(at[16].p95_ms / at[1].p50_ms, 2)
+    if paired and paired.p95_16_over_p50_1:
+        out["p95@16 / p50@1, paired rounds, median"] = round(statistics.median(paired.p95_16_over_p50_1), 2)
+    out["p50@1 - bare batch-1 p50 (ms)"] = round(at[1].p50_ms - best1.p50_ms, 2)
+    if paired and paired.c1_ms:
+        out["p50@1 - bare batch-1 p50, paired rounds, median (ms)"] = round(statistics.median(paired.c1_ms), 2)
+    out["non-2xx at c50"] = at[50].non_2xx
+    return out
 
 
 def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0, workers: tuple[int, ...] = (1, 2),
-        log: Callable[[str], None] = print) -> dict:
-    """The whole benchmark; returns (and logs) every measurement and the ratios per worker count."""
+        unbalanced_runs: int = 3, log: Callable[[str], None] = print) -> dict:
+    """The whole benchmark; returns (and logs) every measurement and the ratios per worker count.
+
+    With several workers it then runs c16 `unbalanced_runs` times with VQA_BALANCE_CONNECTIONS=0,
+    the comparison for app/serving/balance.py.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = tuple(sorted({1, cores}))
     log(f"bare model (VQAModel.answer in this process, PyTorch threads {', '.join(map(str, threads))}):")
@@ -310,9 +367,10 @@ def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0,
     for b in bare:
         log(f"  {b.inputs:<12} {b.threads} thread(s) batch {b.batch:<3} {b.requests_per_s:7.1f} req/s  "
             f"p50 {b.p50_ms:7.2f} ms/call  p95 {b.p95_ms:7.2f} ms/call")
-    result: dict = {"bare": [asdict(b) for b in bare], "service": {}, "paired_c1_ms": {}, "paired_c1_in_worker_ms": {},
-                    "ratios": {}}
-    paired = bare_b1_p50(settings, settings.torch_threads or 1)
+    result: dict = {"bare": [asdict(b) for b in bare], "service": {}, "paired": {}, "ratios": {}, "unbalanced_c16": {}}
+    seed = [b for b in bare if b.inputs == "seed request"]
+    probe = BareProbe(settings, b1_threads=min((b for b in seed if b.batch == 1), key=lambda b: b.p50_ms).threads,
+                      b16_threads=max((b for b in seed if b.batch == 16), key=lambda b: b.requests_per_s).threads)
     for count in workers:
         # The machine's other load drifts: measure the bare model again right before each service run,
         # and compare with the best of all bare runs.
@@ -323,12 +381,17 @@ def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0,
         bare += again
         result["bare"] += [asdict(b) for b in again]
         log(f"service, {count} worker(s) ({settings.torch_threads or 1} PyTorch thread each), hey on {SEED_REQUEST}:")
-        levels, diffs, inside = load_levels(settings, count, [(1, seconds), (16, seconds), (50, c50_seconds)],
-                                            paired=paired, log=log)
+        levels, paired = load_levels(settings, count, [(1, seconds), (16, seconds), (50, c50_seconds)],
+                                     probe=probe, log=log)
         result["service"][count] = [asdict(level) for level in levels]
-        result["paired_c1_ms"][count] = diffs
-        result["paired_c1_in_worker_ms"][count] = inside
-        result["ratios"][count] = ratios(bare, levels, diffs)
+        result["paired"][count] = asdict(paired)
+        result["ratios"][count] = ratios(bare, levels, paired)
         for name, value in result["ratios"][count].items():
             log(f"  {name}: {value}")
+        if count > 1 and unbalanced_runs:
+            # The same c16 with gunicorn's own spread: each hey run opens fresh connections, a new draw.
+            log(f"service, {count} worker(s), VQA_BALANCE_CONNECTIONS=0, c16 {unbalanced_runs} times:")
+            off, _ = load_levels(replace(settings, balance_connections=False), count,
+                                    [(16, seconds)] * unbalanced_runs, log=log)
+            result["unbalanced_c16"][count] = [asdict(level) for level in off]
     return result

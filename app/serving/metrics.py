@@ -14,7 +14,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUEUE_WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-BATCH_SIZE_METRIC = "vqa_batch_size"  # the load bench reads it back from /metrics
+BATCH_SIZE_METRIC = "vqa_batch_size"  # the load bench reads these two back from /metrics
+REBALANCED_METRIC = "vqa_connections_rebalanced"
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 SHIPPER_COUNTERS = ("shipped", "retried", "spooled", "dropped", "replayed")
@@ -42,7 +43,7 @@ class Metrics:
                                     buckets=QUEUE_WAIT_BUCKETS, registry=reg)
         self.batch_size = Histogram(BATCH_SIZE_METRIC, "Requests answered together per batched model call",
                                     buckets=BATCH_SIZE_BUCKETS, registry=reg)
-        self.rebalanced = Counter("vqa_connections_rebalanced",
+        self.rebalanced = Counter(REBALANCED_METRIC,
                                   "Keep-alive connections a worker closed because it held more than its share",
                                   registry=reg)
         self.quality = Histogram("vqa_quality_score", "quality_score of answers", buckets=SCORE_BUCKETS, registry=reg)
