@@ -53,15 +53,20 @@ def on_starting(server):
 
 
 def pre_fork(server, worker):
-    """In the master: the worker about to be forked gets a slot of the connection table."""
+    """In the master: the worker about to be forked gets a slot of the connection table.
+
+    The worker keeps the table it was given: a reload (HUP) runs this file again and makes a new
+    table for the new workers, and an old worker's exit must free its slot in the old one.
+    """
+    worker.vqa_table = connections
     worker.vqa_slot = connections.assign() if connections is not None else None
 
 
 def post_fork(server, worker):
     """In the new worker: it takes its slot, so the others count its connections."""
     if worker.vqa_slot is not None:
-        connections.bind(worker.vqa_slot, os.getpid())
-        worker.vqa_share = WorkerShare(connections, worker.vqa_slot)
+        worker.vqa_table.bind(worker.vqa_slot, os.getpid())
+        worker.vqa_share = WorkerShare(worker.vqa_table, worker.vqa_slot)
 
 
 def pre_request(worker, req):
@@ -102,8 +107,9 @@ def child_exit(server, worker):
     its connections no longer count towards the others' share."""
     from prometheus_client import multiprocess
 
-    if connections is not None:
-        connections.free(getattr(worker, "vqa_slot", None))
+    table = getattr(worker, "vqa_table", None)
+    if table is not None:
+        table.free(getattr(worker, "vqa_slot", None))
 
     multiprocess.mark_process_dead(worker.pid)
 
