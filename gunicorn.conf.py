@@ -70,17 +70,23 @@ def post_fork(server, worker):
 
 
 def pre_request(worker, req):
-    """A worker above its share of connections answers this request with `Connection: close`, and
-    the client reconnects, most often to another worker (app/serving/balance.py).
+    """Publish how many connections this worker holds; if that is above its share, answer this request
+    with `Connection: close`, and the client reconnects, most often to another worker
+    (app/serving/balance.py).
 
     `nr_conns` is the gthread worker's count of the connections it holds; other worker classes keep
     none alive and are left alone.
     """
-    share, held = getattr(worker, "vqa_share", None), getattr(worker, "nr_conns", None)
-    if share is None or held is None or not share.on_request(held):
+    held = getattr(worker, "nr_conns", None)
+    if held is None:
+        return
+    service = getattr(worker.wsgi, "extensions", {}).get("vqa")
+    if service is not None and req.path != "/metrics":  # a scrape's own connection would skew what it reads
+        service.metrics.connections.set(held)
+    share = getattr(worker, "vqa_share", None)
+    if share is None or not share.on_request(held):
         return
     req.must_close = req.vqa_rebalanced = True
-    service = getattr(worker.wsgi, "extensions", {}).get("vqa")
     if service is not None:
         service.metrics.rebalanced.inc()
 

@@ -18,6 +18,7 @@ from app.serving.loadbench import (
     event_latency_p50,
     parse_hey,
     parse_service_totals,
+    parse_spread,
     pss_mib,
     ratios,
 )
@@ -124,3 +125,14 @@ def test_cpu_and_memory_of_a_process_family_are_read_from_proc():
     finally:
         child.kill()
         child.wait()
+
+
+def test_spread_is_one_sorted_sample_per_worker_from_the_connections_gauge():
+    """The per-worker connection counts come from the `vqa_connections_held` gauge's samples, sorted."""
+    text = ("# HELP vqa_connections_held Connections the worker held at its last request\n"
+            "# TYPE vqa_connections_held gauge\n"
+            'vqa_connections_held{pid="812"} 14.0\n'
+            'vqa_connections_held{pid="813"} 2.0\n'
+            "vqa_requests_total 3.0\n")
+    assert parse_spread(text) == [2, 14]
+    assert parse_spread("vqa_requests_total 3.0\n") == []

@@ -276,9 +276,17 @@ def spread_after_one_worker_took_all(base: str, rounds: int = 30) -> tuple[list[
         per_worker = [owners.count(pid) for pid in workers]
         if per_worker == [4, 4]:
             break
+    one_round()  # with nothing left to move, each worker's last request sees the final spread
     for c in conns:
         c.close()
     return statuses, per_worker
+
+
+def published_spread(base: str) -> list[int]:
+    """The `vqa_connections_held` gauge on /metrics: what each worker held at its last request, sorted."""
+    from app.serving.loadbench import parse_spread
+
+    return parse_spread(requests.get(f"{base}/metrics", timeout=10, headers={"Connection": "close"}).text)
 
 
 @pytest.fixture
@@ -288,11 +296,12 @@ def two_workers_unbalanced(settings, tmp_path, gunicorn):
 
 
 def test_keepalive_connections_even_out_over_two_workers(two_workers):
-    """Eight keep-alive clients all on one worker end up four and four, with every request answered."""
+    """Eight keep-alive clients all on one worker end up four and four, every request answered, and /metrics says so."""
     base, _ = two_workers
     statuses, per_worker = spread_after_one_worker_took_all(base)
     assert per_worker == [4, 4]
     assert set(statuses) == {200}
+    assert published_spread(base) == [4, 4]
     from prometheus_client.parser import text_string_to_metric_families
 
     text = requests.get(f"{base}/metrics", timeout=10).text
@@ -306,3 +315,4 @@ def test_without_balancing_the_connections_stay_where_they_landed(two_workers_un
     statuses, per_worker = spread_after_one_worker_took_all(two_workers_unbalanced, rounds=3)
     assert sorted(per_worker) == [0, 8]
     assert set(statuses) == {200}
+    assert published_spread(two_workers_unbalanced) == [0, 8]

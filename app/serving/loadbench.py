@@ -26,7 +26,7 @@ from app.events import schema as events
 from app.learning.data import CSV_NAME, load_rows
 from app.serving.images import load_image_file
 from app.serving.launch import free_port, start_service, stop_service
-from app.serving.metrics import BATCH_SIZE_METRIC, REBALANCED_METRIC
+from app.serving.metrics import BATCH_SIZE_METRIC, CONNECTIONS_METRIC, REBALANCED_METRIC
 
 SEED_REQUEST = {"image_path": "test/5.png", "question": "what shape is in the image?"}
 
@@ -50,6 +50,7 @@ class Level:
     mean_batch: float = float("nan")  # requests per model call meanwhile (the service's vqa_batch_size histogram)
     memory_mib: float = float("nan")  # proportional set size (PSS) of gunicorn's master and workers after the level
     rebalanced: int = 0  # keep-alive connections closed to even out the workers meanwhile (app/serving/balance.py)
+    spread: list[int] = field(default_factory=list)  # connections each worker held at its last request, sorted
     balance: bool = True  # VQA_BALANCE_CONNECTIONS during the level
 
 
@@ -229,11 +230,12 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
                 log(f"    c16 p95 / c1 p50: {paired.p95_16_over_p50_1}")
             out = []
             for concurrency, seconds in levels:
-                before = service_totals(url)
+                before = parse_service_totals(scrape(url))
                 cpu_before, began = cpu_seconds(proc.pid), time.monotonic()
                 level = hey(url, SEED_REQUEST, concurrency, seconds, workers=workers)
                 level.cpu_cores = round((cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - began), 2)
-                after = service_totals(url)
+                text = scrape(url)
+                after, level.spread = parse_service_totals(text), parse_spread(text)
                 answered, calls = (after[k] - before[k] for k in ("answered", "calls"))
                 if calls > 0:
                     level.mean_batch = round(answered / calls, 1)
@@ -243,7 +245,7 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
                 log(f"  {workers} worker(s), c{concurrency:<3} {level.requests_per_s:7.1f} req/s  "
                     f"p50 {level.p50_ms:7.2f} ms  p95 {level.p95_ms:7.2f} ms  non-2xx {level.non_2xx}  "
                     f"CPU {level.cpu_cores:.2f} cores  mean batch {level.mean_batch}  PSS {level.memory_mib:.0f} MiB  "
-                    f"connections closed to rebalance {level.rebalanced}")
+                    f"connections closed to rebalance {level.rebalanced}, held per worker {level.spread}")
                 out.append(level)
             return out, paired
         finally:
@@ -260,9 +262,9 @@ def event_latency_p50(log_path: Path, offset: int) -> float:
     return round(1000 * statistics.median(found), 2) if found else float("nan")
 
 
-def service_totals(predict_url: str) -> dict[str, float]:
-    """Requests answered, model calls and connections closed to rebalance so far, over all workers (/metrics)."""
-    return parse_service_totals(requests.get(predict_url.rsplit("/", 1)[0] + "/metrics", timeout=30).text)
+def scrape(predict_url: str) -> str:
+    """The service's /metrics, fetched on a connection of its own that is closed after it."""
+    return requests.get(predict_url.rsplit("/", 1)[0] + "/metrics", timeout=30, headers={"Connection": "close"}).text
 
 
 def parse_service_totals(metrics_text: str) -> dict[str, float]:
@@ -275,6 +277,14 @@ def parse_service_totals(metrics_text: str) -> dict[str, float]:
     return {"answered": samples.get(f"{BATCH_SIZE_METRIC}_sum", 0.0),
             "calls": samples.get(f"{BATCH_SIZE_METRIC}_count", 0.0),
             "rebalanced": samples.get(f"{REBALANCED_METRIC}_total", 0.0)}
+
+
+def parse_spread(metrics_text: str) -> list[int]:
+    """The `vqa_connections_held` gauge, one sample per live worker, sorted (empty where absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sorted(int(sample.value) for family in text_string_to_metric_families(metrics_text)
+                  if family.name == CONNECTIONS_METRIC for sample in family.samples)
 
 
 def _family(root: int) -> list[int]:
