@@ -70,7 +70,8 @@ def post_fork(server, worker):
 
 
 def pre_request(worker, req):
-    """Publish how many connections this worker holds; if that is above its share, answer this request
+    """Publish how many connections this worker holds (and count its requests); if that is above its share,
+    answer this request
     with `Connection: close`, and the client reconnects, most often to another worker
     (app/serving/balance.py).
 
@@ -83,6 +84,7 @@ def pre_request(worker, req):
     service = getattr(worker.wsgi, "extensions", {}).get("vqa")
     if service is not None and req.path != "/metrics":  # a scrape's own connection would skew what it reads
         service.metrics.connections.set(held)
+        service.metrics.worker_requests.inc()
     share = getattr(worker, "vqa_share", None)
     if share is None or not share.on_request(held):
         return

@@ -18,9 +18,10 @@ from app.serving.loadbench import (
     event_latency_p50,
     parse_hey,
     parse_service_totals,
-    parse_spread,
+    parse_worker_requests,
     pss_mib,
     ratios,
+    spread,
 )
 
 HEY_SUMMARY = """
@@ -127,12 +128,17 @@ def test_cpu_and_memory_of_a_process_family_are_read_from_proc():
         child.wait()
 
 
-def test_spread_is_one_sorted_sample_per_worker_from_the_connections_gauge():
-    """The per-worker connection counts come from the `vqa_connections_held` gauge's samples, sorted."""
-    text = ("# HELP vqa_connections_held Connections the worker held at its last request\n"
-            "# TYPE vqa_connections_held gauge\n"
-            'vqa_connections_held{pid="812"} 14.0\n'
-            'vqa_connections_held{pid="813"} 2.0\n'
-            "vqa_requests_total 3.0\n")
-    assert parse_spread(text) == [2, 14]
-    assert parse_spread("vqa_requests_total 3.0\n") == []
+def test_spread_is_each_workers_requests_between_two_scrapes():
+    """Requests per worker come from the `vqa_worker_requests` gauge's per-pid samples, differenced and sorted."""
+    def scrape(a: float, b: float) -> str:
+        return ("# HELP vqa_worker_requests Requests this worker has taken\n"
+                "# TYPE vqa_worker_requests gauge\n"
+                f'vqa_worker_requests{{pid="812"}} {a}\n'
+                f'vqa_worker_requests{{pid="813"}} {b}\n'
+                "vqa_requests_total 3.0\n")
+
+    before, after = parse_worker_requests(scrape(100.0, 40.0)), parse_worker_requests(scrape(1500.0, 40.0))
+    assert before == {"812": 100.0, "813": 40.0}
+    assert spread(before, after) == [0, 1400]
+    assert spread({}, after) == [40, 1500]
+    assert parse_worker_requests("vqa_requests_total 3.0\n") == {}

@@ -284,9 +284,11 @@ def spread_after_one_worker_took_all(base: str, rounds: int = 30) -> tuple[list[
 
 def published_spread(base: str) -> list[int]:
     """The `vqa_connections_held` gauge on /metrics: what each worker held at its last request, sorted."""
-    from app.serving.loadbench import parse_spread
+    from prometheus_client.parser import text_string_to_metric_families
 
-    return parse_spread(requests.get(f"{base}/metrics", timeout=10, headers={"Connection": "close"}).text)
+    text = requests.get(f"{base}/metrics", timeout=10, headers={"Connection": "close"}).text
+    return sorted(int(s.value) for f in text_string_to_metric_families(text) if f.name == "vqa_connections_held"
+                  for s in f.samples)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from app.events import schema as events
 from app.learning.data import CSV_NAME, load_rows
 from app.serving.images import load_image_file
 from app.serving.launch import free_port, start_service, stop_service
-from app.serving.metrics import BATCH_SIZE_METRIC, CONNECTIONS_METRIC, REBALANCED_METRIC
+from app.serving.metrics import BATCH_SIZE_METRIC, REBALANCED_METRIC, WORKER_REQUESTS_METRIC
 
 SEED_REQUEST = {"image_path": "test/5.png", "question": "what shape is in the image?"}
 
@@ -50,7 +50,7 @@ class Level:
     mean_batch: float = float("nan")  # requests per model call meanwhile (the service's vqa_batch_size histogram)
     memory_mib: float = float("nan")  # proportional set size (PSS) of gunicorn's master and workers after the level
     rebalanced: int = 0  # keep-alive connections closed to even out the workers meanwhile (app/serving/balance.py)
-    spread: list[int] = field(default_factory=list)  # connections each worker held at its last request, sorted
+    spread: list[int] = field(default_factory=list)  # requests each worker took during the level, sorted
     balance: bool = True  # VQA_BALANCE_CONNECTIONS during the level
 
 
@@ -230,12 +230,13 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
                 log(f"    c16 p95 / c1 p50: {paired.p95_16_over_p50_1}")
             out = []
             for concurrency, seconds in levels:
-                before = parse_service_totals(scrape(url))
+                text = scrape(url)
+                before, taken_before = parse_service_totals(text), parse_worker_requests(text)
                 cpu_before, began = cpu_seconds(proc.pid), time.monotonic()
                 level = hey(url, SEED_REQUEST, concurrency, seconds, workers=workers)
                 level.cpu_cores = round((cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - began), 2)
                 text = scrape(url)
-                after, level.spread = parse_service_totals(text), parse_spread(text)
+                after, level.spread = parse_service_totals(text), spread(taken_before, parse_worker_requests(text))
                 answered, calls = (after[k] - before[k] for k in ("answered", "calls"))
                 if calls > 0:
                     level.mean_batch = round(answered / calls, 1)
@@ -245,7 +246,7 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
                 log(f"  {workers} worker(s), c{concurrency:<3} {level.requests_per_s:7.1f} req/s  "
                     f"p50 {level.p50_ms:7.2f} ms  p95 {level.p95_ms:7.2f} ms  non-2xx {level.non_2xx}  "
                     f"CPU {level.cpu_cores:.2f} cores  mean batch {level.mean_batch}  PSS {level.memory_mib:.0f} MiB  "
-                    f"connections closed to rebalance {level.rebalanced}, held per worker {level.spread}")
+                    f"connections closed to rebalance {level.rebalanced}, requests per worker {level.spread}")
                 out.append(level)
             return out, paired
         finally:
@@ -279,12 +280,17 @@ def parse_service_totals(metrics_text: str) -> dict[str, float]:
             "rebalanced": samples.get(f"{REBALANCED_METRIC}_total", 0.0)}
 
 
-def parse_spread(metrics_text: str) -> list[int]:
-    """The `vqa_connections_held` gauge, one sample per live worker, sorted (empty where absent)."""
+def parse_worker_requests(metrics_text: str) -> dict[str, float]:
+    """{pid: requests taken} from the `vqa_worker_requests` gauge, one sample per live worker."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    return sorted(int(sample.value) for family in text_string_to_metric_families(metrics_text)
-                  if family.name == CONNECTIONS_METRIC for sample in family.samples)
+    return {sample.labels.get("pid", ""): sample.value for family in text_string_to_metric_families(metrics_text)
+            if family.name == WORKER_REQUESTS_METRIC for sample in family.samples}
+
+
+def spread(before: dict[str, float], after: dict[str, float]) -> list[int]:
+    """Requests each live worker took between two scrapes, sorted (a worker forked meanwhile started at 0)."""
+    return sorted(int(after[pid] - before.get(pid, 0.0)) for pid in after)
 
 
 def _family(root: int) -> list[int]:

@@ -17,6 +17,7 @@ QUEUE_WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 BATCH_SIZE_METRIC = "vqa_batch_size"  # the load bench reads these two back from /metrics
 REBALANCED_METRIC = "vqa_connections_rebalanced"
 CONNECTIONS_METRIC = "vqa_connections_held"
+WORKER_REQUESTS_METRIC = "vqa_worker_requests"
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 SHIPPER_COUNTERS = ("shipped", "retried", "spooled", "dropped", "replayed")
@@ -50,6 +51,9 @@ class Metrics:
         self.connections = Gauge(CONNECTIONS_METRIC,
                                  "Connections the worker held at its last request (one sample per live worker)",
                                  multiprocess_mode="liveall", registry=reg)
+        self.worker_requests = Gauge(WORKER_REQUESTS_METRIC,
+                                     "Requests this worker has taken, scrapes aside (one sample per live worker)",
+                                     multiprocess_mode="liveall", registry=reg)
         self.quality = Histogram("vqa_quality_score", "quality_score of answers", buckets=SCORE_BUCKETS, registry=reg)
         self.drift = Histogram("vqa_drift_score", "drift_score of request images",
                                buckets=(0.5, 1, 1.5, 2, 3, 5, 8, 13), registry=reg)
