@@ -9,7 +9,7 @@ with one worker and with two; prints req/s, p50, p95 and non-2xx per level, then
 With several workers it then runs c16 again with VQA_BALANCE_CONNECTIONS=0 (--unbalanced-runs times):
 gunicorn's own spread of keep-alive connections, for comparison with app/serving/balance.py's.
 
-  python -m scripts.bench_load                      # about 10 minutes on 2 cores
+  python -m scripts.bench_load                      # about 7 minutes on 2 cores
   python -m scripts.bench_load --seconds 5 --c50-seconds 10 --workers 1 --json out.json
 
 Needs `hey` (`apt-get install -y hey`). Event shipping is off (ES_URL empty), as in the issue's numbers;
