@@ -286,8 +286,10 @@ def published_spread(base: str) -> list[int]:
     """The `vqa_connections_held` gauge on /metrics: what each worker held at its last request, sorted."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    from app.serving.metrics import CONNECTIONS_METRIC
+
     text = requests.get(f"{base}/metrics", timeout=10, headers={"Connection": "close"}).text
-    return sorted(int(s.value) for f in text_string_to_metric_families(text) if f.name == "vqa_connections_held"
+    return sorted(int(s.value) for f in text_string_to_metric_families(text) if f.name == CONNECTIONS_METRIC
                   for s in f.samples)
 
 
