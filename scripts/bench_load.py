@@ -6,6 +6,11 @@ with one worker and with two; prints req/s, p50, p95 and non-2xx per level, then
   p50@1 - bare batch-1 p50       what the HTTP path adds to one request on an idle service (ms)
   non-2xx at c50                 over --c50-seconds
 
+In the paired rounds (2 s bare model, 2 s service, alternating) it also runs hey c1 on the floor app
+(app/serving/floor.py: gunicorn + Flask answering the model on a preloaded image, nothing else):
+  floor app p50@1 - bare         what gunicorn, Flask, loopback and hey cost on this machine at that moment
+  p50@1 - floor app p50@1        what the service's own request path adds over that floor
+
 With several workers it then runs c16 again with VQA_BALANCE_CONNECTIONS=0 (--unbalanced-runs times):
 gunicorn's own spread of keep-alive connections, for comparison with app/serving/balance.py's.
 

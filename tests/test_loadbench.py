@@ -1,4 +1,4 @@
-"""The load benchmark's arithmetic: reading hey's summary and forming the ratios (no load is generated here)."""
+"""The load benchmark's arithmetic (hey's summary, the ratios, the paired rounds) and its floor app; no load here."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ import sys
 import time
 
 import pytest
+import requests
 
+from app.serving import loadbench
 from app.serving.loadbench import (
     Bare,
     Level,
     Paired,
     cpu_seconds,
     event_latency_p50,
+    floor_server,
+    paired_rounds,
     parse_hey,
     parse_service_totals,
     parse_worker_requests,
@@ -77,6 +81,53 @@ def test_paired_rounds_add_the_median_of_each_ratio():
         "p95@16 / p50@1": 4.0, "p95@16 / p50@1, paired rounds, median": 4.5,
         "p50@1 - bare batch-1 p50 (ms)": pytest.approx(1.0),
         "p50@1 - bare batch-1 p50, paired rounds, median (ms)": 2.0, "non-2xx at c50": 3}
+
+
+def test_the_floor_app_splits_the_c1_overhead_in_the_ratios():
+    """The floor app's c1 over the bare model, and the service's c1 over the floor's, get their medians too."""
+    bare = [Bare("seed request", 1, 1, 50.0, 20.0, 25.0), Bare("seed request", 1, 16, 300.0, 53.0, 60.0)]
+    levels = [Level(1, 1, 20, 50.0, 21.0, 22.0, 0), Level(1, 16, 20, 150.0, 60.0, 84.0, 0),
+              Level(1, 50, 60, 250.0, 190.0, 230.0, 0)]
+    paired = Paired(c1_ms=[3.0, 4.0, 2.0], c1_floor_ms=[1.5, 2.5, 1.0], c1_over_floor_ms=[1.5, 1.5, 1.0])
+    out = ratios(bare, levels, paired)
+    assert out["floor app p50@1 - bare batch-1 p50, paired rounds, median (ms)"] == 1.5
+    assert out["p50@1 - floor app p50@1, paired rounds, median (ms)"] == 1.5
+    assert "floor app p50@1 - bare batch-1 p50, paired rounds, median (ms)" not in ratios(bare, levels, Paired())
+
+
+def test_paired_rounds_run_the_floor_before_the_service_then_after_it(monkeypatch, tmp_path):
+    """Even rounds measure the floor app first, odd ones last; each round's three c1 differences are kept."""
+    calls = []
+
+    def fake_hey(url, body, concurrency, seconds, *, workers=1):
+        calls.append((url, concurrency))
+        p50 = {"floor": 13.0, "service": 14.5}[url] if concurrency == 1 else 40.0
+        return Level(workers, concurrency, seconds, 100.0, p50, 60.0, 0)
+
+    monkeypatch.setattr(loadbench, "hey", fake_hey)
+    probe = type("Probe", (), {"b1_p50": lambda self, s: 12.0, "b16_throughput": lambda self, s: 400.0})()
+    log = tmp_path / "gunicorn.log"
+    log.write_text("")
+    out = paired_rounds(probe, "service", log, 2, 2, floor_url="floor")
+    assert [url for url, c in calls if c == 1] == ["floor", "service", "service", "floor"]
+    assert (out.c1_ms, out.c1_floor_ms, out.c1_over_floor_ms) == ([2.5, 2.5], [1.0, 1.0], [1.5, 1.5])
+    assert out.ceiling == [0.25, 0.25]
+
+
+def test_the_floor_app_answers_as_the_model_does(settings):
+    """The floor app, under real gunicorn, answers the benchmark's request with the model's own answer."""
+    from app.model.vqa import VQAModel
+    from app.serving.images import load_image_file
+
+    vqa = VQAModel.load(settings.model_dir, max_answer_tokens=settings.max_answer_tokens)
+    image = load_image_file(settings.images_root, loadbench.SEED_REQUEST["image_path"])
+    expected = vqa.answer([image], [loadbench.SEED_REQUEST["question"]])[0]
+    with floor_server(settings) as url:
+        got = requests.post(url, json=loadbench.SEED_REQUEST, timeout=30)
+        assert got.status_code == 200
+        body = got.json()
+    assert body["answer"] == expected.answer
+    assert body["quality_score"] == pytest.approx(expected.quality_score, abs=1e-4)
 
 
 def test_in_worker_latency_reads_only_the_inference_events_written_after_the_offset(tmp_path):

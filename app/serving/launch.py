@@ -46,17 +46,19 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, log_path: Path 
 
 def start_service(env: dict[str, str], port: int, *, host: str = "127.0.0.1", log_path: Path | None = None,
                   extra_args: list[str] | None = None, timeout: float = 120.0,
-                  new_session: bool = False) -> subprocess.Popen:
+                  new_session: bool = False, app_spec: str = "app:create_app()",
+                  config: Path | None = REPO_ROOT / "gunicorn.conf.py") -> subprocess.Popen:
     """Start `gunicorn app:create_app()` with `env` over os.environ; returns once /readyz is 200.
 
     The log is appended to, so a restarted service keeps the earlier run's lines. `new_session`: gunicorn
-    and its workers get a process group of their own, which a supervisor can end as a whole.
+    and its workers get a process group of their own, which a supervisor can end as a whole. `app_spec`
+    and `config` (None: gunicorn's defaults and `extra_args` only) start another app the same way.
     """
     out = log_path.open("a") if log_path else None
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(REPO_ROOT / "gunicorn.conf.py"), "--bind", f"{host}:{port}",
-             *(extra_args or []), "app:create_app()"],
+            [sys.executable, "-m", "gunicorn", *(["-c", str(config)] if config else []), "--bind", f"{host}:{port}",
+             *(extra_args or []), app_spec],
             cwd=REPO_ROOT, env={**os.environ, **env, "PORT": str(port)}, stdout=out,
             stderr=subprocess.STDOUT if out else None, start_new_session=new_session,
         )
