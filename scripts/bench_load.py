@@ -6,10 +6,12 @@ with one worker and with two; prints req/s, p50, p95 and non-2xx per level, then
   p50@1 - bare batch-1 p50       what the HTTP path adds to one request on an idle service (ms)
   non-2xx at c50                 over --c50-seconds
 
-In the paired rounds (2 s bare model, 2 s service, alternating) it also runs hey c1 on the floor app
-(app/serving/floor.py: gunicorn + Flask answering the model on a preloaded image, nothing else):
-  floor app p50@1 - bare         what gunicorn, Flask, loopback and hey cost on this machine at that moment
-  p50@1 - floor app p50@1        what the service's own request path adds over that floor
+In the paired rounds (2 s bare model, 2 s service, alternating) it also runs hey c1 on two floor
+servers (app/serving/floor.py), each answering the model on a preloaded image and nothing else:
+`flask` (gunicorn + Flask, the service's stack) and `stdlib` (http.server, no framework, no thread
+hand-offs). For each it prints
+  floor NAME p50@1 - bare        what that server, the loopback and hey cost on this machine at that moment
+  p50@1 - floor NAME p50@1       what the service adds over that floor
 
 With several workers it then runs c16 again with VQA_BALANCE_CONNECTIONS=0 (--unbalanced-runs times):
 gunicorn's own spread of keep-alive connections, for comparison with app/serving/balance.py's.

@@ -14,6 +14,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -22,12 +23,12 @@ from pathlib import Path
 
 import requests
 
-from app.config import Settings
+from app.config import REPO_ROOT, Settings
 from app.events import schema as events
 from app.learning.data import CSV_NAME, load_rows
 from app.serving.floor import FLOOR_APP
 from app.serving.images import load_image_file
-from app.serving.launch import free_port, start_service, stop_service
+from app.serving.launch import free_port, start_service, stop_service, wait_ready
 from app.serving.metrics import BATCH_SIZE_METRIC, REBALANCED_METRIC, WORKER_REQUESTS_METRIC
 
 SEED_REQUEST = {"image_path": "test/5.png", "question": "what shape is in the image?"}
@@ -178,40 +179,39 @@ class Paired:
     """Rounds that alternate 2 s of the bare model with 2 s of the service, so the host's drift hits both.
 
     Per round: c1 p50 minus bare batch-1 p50 (ms) and the part of it inside the worker; c16 throughput
-    over bare batch-16 throughput; c16 p95 over c1 p50. With the floor app (app/serving/floor.py), also
-    its c1 p50 minus bare batch-1 p50, and the service's c1 p50 minus the floor's.
+    over bare batch-16 throughput; c16 p95 over c1 p50. With floor servers (app/serving/floor.py), also
+    each floor's c1 p50 minus bare batch-1 p50, by floor name.
     """
 
     c1_ms: list[float] = field(default_factory=list)
     c1_in_worker_ms: list[float] = field(default_factory=list)
-    c1_floor_ms: list[float] = field(default_factory=list)
-    c1_over_floor_ms: list[float] = field(default_factory=list)
+    c1_floors_ms: dict[str, list[float]] = field(default_factory=dict)
     ceiling: list[float] = field(default_factory=list)
     p95_16_over_p50_1: list[float] = field(default_factory=list)
 
 
 def paired_rounds(probe: BareProbe, url: str, log_path: Path, workers: int, rounds: int,
-                  seconds: float = 2.0, floor_url: str | None = None) -> Paired:
+                  seconds: float = 2.0, floors: dict[str, str] | None = None) -> Paired:
     """`rounds` of: bare batch 1, hey c1, bare batch 16, hey c16 (each `seconds`).
 
-    With `floor_url`, each round also runs hey c1 on the floor app, before the service's c1 in even
-    rounds and after it in odd ones, so neither always follows the bare model.
+    With `floors` (name: /predict URL of a floor server), each round also runs hey c1 on each floor. The
+    order of the service's c1 and the floors' rotates from round to round, so none always follows the
+    bare model.
     """
-    out = Paired()
+    floors = floors or {}
+    out = Paired(c1_floors_ms={name: [] for name in floors})
+    targets = [None, *floors]  # None: the service
     for index in range(rounds):
         bare_p50 = probe.b1_p50(seconds)
-        floor = None
-        if floor_url and index % 2 == 0:
-            floor = hey(floor_url, SEED_REQUEST, 1, seconds)
-        offset = log_path.stat().st_size
-        c1 = hey(url, SEED_REQUEST, 1, seconds, workers=workers)
-        if floor_url and floor is None:
-            floor = hey(floor_url, SEED_REQUEST, 1, seconds)
-        out.c1_ms.append(round(c1.p50_ms - bare_p50, 2))
-        if floor is not None:
-            out.c1_floor_ms.append(round(floor.p50_ms - bare_p50, 2))
-            out.c1_over_floor_ms.append(round(c1.p50_ms - floor.p50_ms, 2))
-        out.c1_in_worker_ms.append(round(event_latency_p50(log_path, offset) - bare_p50, 2))
+        turn = index % len(targets)
+        for name in targets[turn:] + targets[:turn]:
+            if name is not None:
+                out.c1_floors_ms[name].append(round(hey(floors[name], SEED_REQUEST, 1, seconds).p50_ms - bare_p50, 2))
+                continue
+            offset = log_path.stat().st_size
+            c1 = hey(url, SEED_REQUEST, 1, seconds, workers=workers)
+            out.c1_ms.append(round(c1.p50_ms - bare_p50, 2))
+            out.c1_in_worker_ms.append(round(event_latency_p50(log_path, offset) - bare_p50, 2))
         bare_rps = probe.b16_throughput(seconds)
         c16 = hey(url, SEED_REQUEST, 16, seconds, workers=workers)
         out.ceiling.append(round(c16.requests_per_s / bare_rps, 3))
@@ -220,7 +220,7 @@ def paired_rounds(probe: BareProbe, url: str, log_path: Path, workers: int, roun
 
 
 def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]], *,
-                probe: BareProbe | None = None, rounds: int = 6, floor_url: str | None = None,
+                probe: BareProbe | None = None, rounds: int = 6, floors: dict[str, str] | None = None,
                 log: Callable[[str], None] = print) -> tuple[list[Level], Paired]:
     """Start gunicorn with `workers` workers (event shipping off), warm it up, then run each (concurrency, seconds).
 
@@ -237,15 +237,14 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
         url = f"http://127.0.0.1:{port}/predict"
         try:
             _warm_up(url, workers)
-            paired = paired_rounds(probe, url, log_path, workers, rounds, floor_url=floor_url) if probe else Paired()
+            paired = paired_rounds(probe, url, log_path, workers, rounds, floors=floors) if probe else Paired()
             if probe:
                 log(f"  {rounds} paired rounds (2 s bare, 2 s service, alternating):")
                 log(f"    c1 p50 minus bare batch-1 p50: {paired.c1_ms} ms")
                 log(f"    of which inside the worker (events' latency_seconds p50 minus bare): "
                     f"{paired.c1_in_worker_ms} ms; the rest is HTTP (gunicorn, loopback, hey)")
-                if floor_url:
-                    log(f"    floor app's c1 p50 minus bare batch-1 p50: {paired.c1_floor_ms} ms; "
-                        f"service's c1 p50 minus the floor's: {paired.c1_over_floor_ms} ms")
+                for name, diffs in paired.c1_floors_ms.items():
+                    log(f"    floor {name}: c1 p50 minus bare batch-1 p50: {diffs} ms")
                 log(f"    c16 throughput / bare batch-16 throughput: {paired.ceiling}")
                 log(f"    c16 p95 / c1 p50: {paired.p95_16_over_p50_1}")
             out = []
@@ -274,17 +273,25 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
 
 
 @contextlib.contextmanager
-def floor_server(settings: Settings) -> Iterator[str]:
-    """The floor app (app/serving/floor.py) under gunicorn, one gthread worker with the service's thread
-    count and none of its settings file; yields its /predict URL."""
-    with tempfile.TemporaryDirectory(prefix="vqa-floor-") as tmp:
-        proc = start_service({**settings.to_env(), "ES_URL": ""}, port := free_port(), log_path=Path(tmp) / "floor.log",
-                             timeout=180, app_spec=FLOOR_APP, config=None,
-                             extra_args=["-w", "1", "-k", "gthread", "--threads", str(settings.gunicorn_threads)])
-        try:
-            yield f"http://127.0.0.1:{port}/predict"
-        finally:
-            stop_service(proc)
+def floor_servers(settings: Settings) -> Iterator[dict[str, str]]:
+    """The floor servers of app/serving/floor.py, ready; yields {name: /predict URL}.
+
+    `flask`: gunicorn with one gthread worker and the service's thread count, without the service's
+    settings file; `stdlib`: `python -m app.serving.floor`.
+    """
+    env = {**os.environ, **settings.to_env(), "ES_URL": ""}
+    with tempfile.TemporaryDirectory(prefix="vqa-floor-") as tmp, contextlib.ExitStack() as stack:
+        flask_port, stdlib_port = free_port(), free_port()
+        flask = start_service(env, flask_port, log_path=Path(tmp) / "flask.log", timeout=180, app_spec=FLOOR_APP,
+                              config=None, extra_args=["-w", "1", "-k", "gthread",
+                                                       "--threads", str(settings.gunicorn_threads)])
+        stack.callback(stop_service, flask)
+        with (Path(tmp) / "stdlib.log").open("w") as out:
+            stdlib = subprocess.Popen([sys.executable, "-m", "app.serving.floor", "--port", str(stdlib_port)],
+                                      cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        stack.callback(stop_service, stdlib)
+        wait_ready(f"http://127.0.0.1:{stdlib_port}", stdlib, 180, Path(tmp) / "stdlib.log")
+        yield {"flask": f"http://127.0.0.1:{flask_port}/predict", "stdlib": f"http://127.0.0.1:{stdlib_port}/predict"}
 
 
 def event_latency_p50(log_path: Path, offset: int) -> float:
@@ -399,11 +406,12 @@ def ratios(bare: list[Bare], levels: list[Level], paired: Paired | None = None) 
     out["p50@1 - bare batch-1 p50 (ms)"] = round(at[1].p50_ms - best1.p50_ms, 2)
     if paired and paired.c1_ms:
         out["p50@1 - bare batch-1 p50, paired rounds, median (ms)"] = round(statistics.median(paired.c1_ms), 2)
-    if paired and paired.c1_floor_ms:
-        out["floor app p50@1 - bare batch-1 p50, paired rounds, median (ms)"] = round(
-            statistics.median(paired.c1_floor_ms), 2)
-        out["p50@1 - floor app p50@1, paired rounds, median (ms)"] = round(
-            statistics.median(paired.c1_over_floor_ms), 2)
+    for name, diffs in (paired.c1_floors_ms if paired else {}).items():
+        if diffs:
+            out[f"floor {name} p50@1 - bare batch-1 p50, paired rounds, median (ms)"] = round(
+                statistics.median(diffs), 2)
+            out[f"p50@1 - floor {name} p50@1, paired rounds, median (ms)"] = round(
+                statistics.median(c - f for c, f in zip(paired.c1_ms, diffs, strict=True)), 2)
     out["non-2xx at c50"] = at[50].non_2xx
     return out
 
@@ -426,9 +434,9 @@ def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0,
     seed = [b for b in bare if b.inputs == "seed request"]
     probe = BareProbe(settings, b1_threads=min((b for b in seed if b.batch == 1), key=lambda b: b.p50_ms).threads,
                       b16_threads=max((b for b in seed if b.batch == 16), key=lambda b: b.requests_per_s).threads)
-    # The floor app runs throughout, idle except in the paired rounds: its c1 next to the service's
-    # separates what any gunicorn + Flask app costs here from what the service's own path adds.
-    with floor_server(settings) as floor_url:
+    # The floor servers run throughout, idle except in the paired rounds: their c1 next to the service's
+    # separates what a server, the loopback and hey cost here from what the service's own path adds.
+    with floor_servers(settings) as floors:
         for count in workers:
             # The machine's other load drifts: measure the bare model again right before each service run,
             # and compare with the best of all bare runs.
@@ -441,7 +449,7 @@ def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0,
             log(f"service, {count} worker(s) ({settings.torch_threads or 1} PyTorch thread each), "
                 f"hey on {SEED_REQUEST}:")
             levels, paired = load_levels(settings, count, [(1, seconds), (16, seconds), (50, c50_seconds)],
-                                         probe=probe, floor_url=floor_url, log=log)
+                                         probe=probe, floors=floors, log=log)
             result["service"][count] = [asdict(level) for level in levels]
             result["paired"][count] = asdict(paired)
             result["ratios"][count] = ratios(bare, levels, paired)
