@@ -11,11 +11,13 @@ import tempfile
 
 from app.config import Settings
 from app.serving.balance import ConnectionTable, WorkerShare
+from app.serving.worker import WORKER_CLASS
 
 settings = Settings.from_env()
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 workers = settings.web_concurrency
 threads = settings.gunicorn_threads
+worker_class = WORKER_CLASS  # gthread whose threads keep a keep-alive connection a moment (app/serving/worker.py)
 timeout = 120
 graceful_timeout = 30
 accesslog = None

@@ -119,6 +119,11 @@ class Settings:
         "With several workers, a worker holding more than its share of keep-alive connections answers "
         "`Connection: close` so the client reconnects to a less loaded one.",
     )
+    keepalive_linger_ms: float = _setting(
+        "VQA_KEEPALIVE_LINGER_MS", 5.0,
+        "How long the thread that answered a keep-alive request waits on that connection for the next one "
+        "(no hand-off between threads when it comes); 0: gunicorn's gthread behaviour.",
+    )
     metrics_dir: str = _setting(
         "PROMETHEUS_MULTIPROC_DIR", "",
         "Folder where several worker processes share their metrics (prometheus_client reads it too); "

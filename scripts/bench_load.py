@@ -16,7 +16,7 @@ hand-offs). For each it prints
 With several workers it then runs c16 again with VQA_BALANCE_CONNECTIONS=0 (--unbalanced-runs times):
 gunicorn's own spread of keep-alive connections, for comparison with app/serving/balance.py's.
 
-  python -m scripts.bench_load                      # about 7 minutes on 2 cores
+  python -m scripts.bench_load                      # about 10 minutes on 2 cores
   python -m scripts.bench_load --seconds 5 --c50-seconds 10 --workers 1 --json out.json
 
 Needs `hey` (`apt-get install -y hey`). Event shipping is off (ES_URL empty), as in the issue's numbers;
@@ -42,12 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="gunicorn worker counts to measure")
     parser.add_argument("--unbalanced-runs", type=int, default=3,
                         help="c16 runs with VQA_BALANCE_CONNECTIONS=0 after each several-worker run (0: none)")
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="paired rounds per worker count (bare model and service alternating, 2 s each)")
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
     args = parser.parse_args(argv)
     configure_logging(logging.WARNING)
     try:
         result = run(Settings.from_env(), seconds=args.seconds, c50_seconds=args.c50_seconds,
-                     workers=tuple(args.workers), unbalanced_runs=args.unbalanced_runs)
+                     workers=tuple(args.workers), unbalanced_runs=args.unbalanced_runs,
+                     rounds=args.rounds)
     except LoadToolMissing as exc:
         print(exc)
         return 2

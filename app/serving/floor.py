@@ -4,14 +4,15 @@ Each reads the JSON body and answers its question about one image decoded at sta
 no validation, image loading, batching, events, metrics or receipts. The load benchmark
 (app/serving/loadbench.py) measures them beside the service at concurrency 1, in the same paired rounds:
 
-- `flask`: gunicorn (one gthread worker) and Flask, the stack the service runs on;
+- `flask`: gunicorn (one worker of the service's class, app/serving/worker.py) and Flask, the stack the
+  service runs on;
 - `stdlib`: the standard library's `http.server`, one thread per connection and no framework, so a
   keep-alive client's requests never change threads.
 
 A floor's p50 minus the bare model's is what that server, the loopback and `hey` cost on this machine at
 that moment; the service's p50 minus the `flask` floor's is what the service's own request path adds.
 
-  gunicorn -w 1 -k gthread --threads 32 "app.serving.floor:create_app()"     # the flask floor
+  gunicorn -w 1 -k app.serving.worker.LingeringThreadWorker --threads 32 "app.serving.floor:create_app()"
   python -m app.serving.floor --port 8000                                   # the stdlib floor
 """
 

@@ -30,6 +30,7 @@ from app.serving.floor import FLOOR_APP
 from app.serving.images import load_image_file
 from app.serving.launch import free_port, start_service, stop_service, wait_ready
 from app.serving.metrics import BATCH_SIZE_METRIC, REBALANCED_METRIC, WORKER_REQUESTS_METRIC
+from app.serving.worker import WORKER_CLASS
 
 SEED_REQUEST = {"image_path": "test/5.png", "question": "what shape is in the image?"}
 
@@ -220,7 +221,7 @@ def paired_rounds(probe: BareProbe, url: str, log_path: Path, workers: int, roun
 
 
 def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]], *,
-                probe: BareProbe | None = None, rounds: int = 6, floors: dict[str, str] | None = None,
+                probe: BareProbe | None = None, rounds: int = 10, floors: dict[str, str] | None = None,
                 log: Callable[[str], None] = print) -> tuple[list[Level], Paired]:
     """Start gunicorn with `workers` workers (event shipping off), warm it up, then run each (concurrency, seconds).
 
@@ -276,14 +277,14 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
 def floor_servers(settings: Settings) -> Iterator[dict[str, str]]:
     """The floor servers of app/serving/floor.py, ready; yields {name: /predict URL}.
 
-    `flask`: gunicorn with one gthread worker and the service's thread count, without the service's
+    `flask`: gunicorn with one worker of the service's class and thread count, without the service's
     settings file; `stdlib`: `python -m app.serving.floor`.
     """
     env = {**os.environ, **settings.to_env(), "ES_URL": ""}
     with tempfile.TemporaryDirectory(prefix="vqa-floor-") as tmp, contextlib.ExitStack() as stack:
         flask_port, stdlib_port = free_port(), free_port()
         flask = start_service(env, flask_port, log_path=Path(tmp) / "flask.log", timeout=180, app_spec=FLOOR_APP,
-                              config=None, extra_args=["-w", "1", "-k", "gthread",
+                              config=None, extra_args=["-w", "1", "-k", WORKER_CLASS,
                                                        "--threads", str(settings.gunicorn_threads)])
         stack.callback(stop_service, flask)
         with (Path(tmp) / "stdlib.log").open("w") as out:
@@ -417,7 +418,7 @@ def ratios(bare: list[Bare], levels: list[Level], paired: Paired | None = None) 
 
 
 def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0, workers: tuple[int, ...] = (1, 2),
-        unbalanced_runs: int = 3, log: Callable[[str], None] = print) -> dict:
+        unbalanced_runs: int = 3, rounds: int = 10, log: Callable[[str], None] = print) -> dict:
     """The whole benchmark; returns (and logs) every measurement and the ratios per worker count.
 
     With several workers it then runs c16 `unbalanced_runs` times with VQA_BALANCE_CONNECTIONS=0,
@@ -449,7 +450,7 @@ def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0,
             log(f"service, {count} worker(s) ({settings.torch_threads or 1} PyTorch thread each), "
                 f"hey on {SEED_REQUEST}:")
             levels, paired = load_levels(settings, count, [(1, seconds), (16, seconds), (50, c50_seconds)],
-                                         probe=probe, floors=floors, log=log)
+                                         probe=probe, rounds=rounds, floors=floors, log=log)
             result["service"][count] = [asdict(level) for level in levels]
             result["paired"][count] = asdict(paired)
             result["ratios"][count] = ratios(bare, levels, paired)
