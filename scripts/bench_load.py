@@ -6,12 +6,13 @@ with one worker and with two; prints req/s, p50, p95 and non-2xx per level, then
   p50@1 - bare batch-1 p50       what the HTTP path adds to one request on an idle service (ms)
   non-2xx at c50                 over --c50-seconds
 
-In the paired rounds (2 s bare model, 2 s service, alternating) it also runs hey c1 on two floor
-servers (app/serving/floor.py), each answering the model on a preloaded image and nothing else:
-`flask` (gunicorn + Flask, the service's stack) and `stdlib` (http.server, no framework, no thread
-hand-offs). For each it prints
-  floor NAME p50@1 - bare        what that server, the loopback and hey cost on this machine at that moment
-  p50@1 - floor NAME p50@1       what the service adds over that floor
+In the paired rounds (2 s bare model, 2 s service, alternating) it also runs hey c1 on three reference
+servers: two floors (app/serving/floor.py), each answering the model on a preloaded image and nothing
+else, `flask floor` (gunicorn + Flask, the service's stack) and `stdlib floor` (http.server, no
+framework, no thread hand-offs); and `service, lingering off` (one worker, VQA_KEEPALIVE_LINGER_MS=0).
+For each it prints
+  NAME p50@1 - bare batch-1 p50   what that server, the loopback and hey cost on this machine at that moment
+  p50@1 - NAME p50@1              what the service adds over it
 
 With several workers it then runs c16 again with VQA_BALANCE_CONNECTIONS=0 (--unbalanced-runs times):
 gunicorn's own spread of keep-alive connections, for comparison with app/serving/balance.py's.

@@ -1,4 +1,4 @@
-"""The load benchmark's arithmetic (hey's summary, the ratios, the paired rounds) and its floor app; no load here."""
+"""The load benchmark's arithmetic (hey's summary, the ratios, the paired rounds) and its reference servers."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from app.serving.loadbench import (
     Paired,
     cpu_seconds,
     event_latency_p50,
-    floor_servers,
     paired_rounds,
     parse_hey,
     parse_service_totals,
     parse_worker_requests,
     pss_mib,
     ratios,
+    reference_servers,
     spread,
 )
 
@@ -83,21 +83,22 @@ def test_paired_rounds_add_the_median_of_each_ratio():
         "p50@1 - bare batch-1 p50, paired rounds, median (ms)": 2.0, "non-2xx at c50": 3}
 
 
-def test_each_floor_splits_the_c1_overhead_in_the_ratios():
-    """Per floor: its c1 over the bare model, and the service's c1 over the floor's, each a median of rounds."""
+def test_each_reference_splits_the_c1_overhead_in_the_ratios():
+    """Per reference server: its c1 over the bare model, and the service's over its, each a median of rounds."""
     bare = [Bare("seed request", 1, 1, 50.0, 20.0, 25.0), Bare("seed request", 1, 16, 300.0, 53.0, 60.0)]
     levels = [Level(1, 1, 20, 50.0, 21.0, 22.0, 0), Level(1, 16, 20, 150.0, 60.0, 84.0, 0),
               Level(1, 50, 60, 250.0, 190.0, 230.0, 0)]
-    paired = Paired(c1_ms=[3.0, 4.0, 2.0], c1_floors_ms={"flask": [1.5, 2.5, 1.0], "stdlib": [0.5, 3.0, 0.0]})
+    paired = Paired(c1_ms=[3.0, 4.0, 2.0],
+                    c1_references_ms={"flask floor": [1.5, 2.5, 1.0], "stdlib floor": [0.5, 3.0, 0.0]})
     out = ratios(bare, levels, paired)
-    assert out["floor flask p50@1 - bare batch-1 p50, paired rounds, median (ms)"] == 1.5
-    assert out["p50@1 - floor flask p50@1, paired rounds, median (ms)"] == 1.5  # of 1.5, 1.5, 1.0
-    assert out["floor stdlib p50@1 - bare batch-1 p50, paired rounds, median (ms)"] == 0.5
-    assert out["p50@1 - floor stdlib p50@1, paired rounds, median (ms)"] == 2.0  # of 2.5, 1.0, 2.0
-    assert not any(key.startswith("floor") for key in ratios(bare, levels, Paired()))
+    assert out["flask floor p50@1 - bare batch-1 p50, paired rounds, median (ms)"] == 1.5
+    assert out["p50@1 - flask floor p50@1, paired rounds, median (ms)"] == 1.5  # of 1.5, 1.5, 1.0
+    assert out["stdlib floor p50@1 - bare batch-1 p50, paired rounds, median (ms)"] == 0.5
+    assert out["p50@1 - stdlib floor p50@1, paired rounds, median (ms)"] == 2.0  # of 2.5, 1.0, 2.0
+    assert not any("floor" in key for key in ratios(bare, levels, Paired()))
 
 
-def test_paired_rounds_rotate_the_service_and_the_floors(monkeypatch, tmp_path):
+def test_paired_rounds_rotate_the_service_and_the_references(monkeypatch, tmp_path):
     """Round by round the c1 order rotates, so no server always runs right after the bare model."""
     calls = []
     p50s = {"service": 14.5, "flask": 13.0, "stdlib": 12.5}
@@ -110,14 +111,14 @@ def test_paired_rounds_rotate_the_service_and_the_floors(monkeypatch, tmp_path):
     probe = type("Probe", (), {"b1_p50": lambda self, s: 12.0, "b16_throughput": lambda self, s: 400.0})()
     log = tmp_path / "gunicorn.log"
     log.write_text("")
-    out = paired_rounds(probe, "service", log, 2, 3, floors={"flask": "flask", "stdlib": "stdlib"})
+    out = paired_rounds(probe, "service", log, 2, 3, references={"flask": "flask", "stdlib": "stdlib"})
     assert [url for url, c in calls if c == 1] == ["service", "flask", "stdlib", "flask", "stdlib", "service",
                                                    "stdlib", "service", "flask"]
-    assert out.c1_ms == [2.5] * 3 and out.c1_floors_ms == {"flask": [1.0] * 3, "stdlib": [0.5] * 3}
+    assert out.c1_ms == [2.5] * 3 and out.c1_references_ms == {"flask": [1.0] * 3, "stdlib": [0.5] * 3}
     assert out.ceiling == [0.25] * 3 and out.p95_16_over_p50_1 == [round(60 / 14.5, 2)] * 3
 
 
-def test_the_floor_servers_answer_as_the_model_does(settings):
+def test_the_reference_servers_answer_as_the_model_does(settings):
     """Both floor servers, started as the bench starts them, answer the benchmark's request as the model does."""
     from app.model.vqa import VQAModel
     from app.serving.images import load_image_file
@@ -125,9 +126,9 @@ def test_the_floor_servers_answer_as_the_model_does(settings):
     vqa = VQAModel.load(settings.model_dir, max_answer_tokens=settings.max_answer_tokens)
     image = load_image_file(settings.images_root, loadbench.SEED_REQUEST["image_path"])
     expected = vqa.answer([image], [loadbench.SEED_REQUEST["question"]])[0]
-    with floor_servers(settings) as floors, requests.Session() as http:
-        assert sorted(floors) == ["flask", "stdlib"]
-        for url in floors.values():
+    with reference_servers(settings) as references, requests.Session() as http:
+        assert sorted(references) == ["flask floor", "service, lingering off", "stdlib floor"]
+        for url in references.values():
             for _ in range(2):  # the second request reuses the kept-alive connection
                 got = http.post(url, json=loadbench.SEED_REQUEST, timeout=30)
                 assert got.status_code == 200, url

@@ -180,34 +180,34 @@ class Paired:
     """Rounds that alternate 2 s of the bare model with 2 s of the service, so the host's drift hits both.
 
     Per round: c1 p50 minus bare batch-1 p50 (ms) and the part of it inside the worker; c16 throughput
-    over bare batch-16 throughput; c16 p95 over c1 p50. With floor servers (app/serving/floor.py), also
-    each floor's c1 p50 minus bare batch-1 p50, by floor name.
+    over bare batch-16 throughput; c16 p95 over c1 p50. With reference servers (`reference_servers`), also
+    each one's c1 p50 minus bare batch-1 p50, by name.
     """
 
     c1_ms: list[float] = field(default_factory=list)
     c1_in_worker_ms: list[float] = field(default_factory=list)
-    c1_floors_ms: dict[str, list[float]] = field(default_factory=dict)
+    c1_references_ms: dict[str, list[float]] = field(default_factory=dict)
     ceiling: list[float] = field(default_factory=list)
     p95_16_over_p50_1: list[float] = field(default_factory=list)
 
 
 def paired_rounds(probe: BareProbe, url: str, log_path: Path, workers: int, rounds: int,
-                  seconds: float = 2.0, floors: dict[str, str] | None = None) -> Paired:
+                  seconds: float = 2.0, references: dict[str, str] | None = None) -> Paired:
     """`rounds` of: bare batch 1, hey c1, bare batch 16, hey c16 (each `seconds`).
 
-    With `floors` (name: /predict URL of a floor server), each round also runs hey c1 on each floor. The
-    order of the service's c1 and the floors' rotates from round to round, so none always follows the
-    bare model.
+    With `references` (name: /predict URL), each round also runs hey c1 on each. The order of the
+    service's c1 and the references' rotates from round to round, so none always follows the bare model.
     """
-    floors = floors or {}
-    out = Paired(c1_floors_ms={name: [] for name in floors})
-    targets = [None, *floors]  # None: the service
+    references = references or {}
+    out = Paired(c1_references_ms={name: [] for name in references})
+    targets = [None, *references]  # None: the service
     for index in range(rounds):
         bare_p50 = probe.b1_p50(seconds)
         turn = index % len(targets)
         for name in targets[turn:] + targets[:turn]:
             if name is not None:
-                out.c1_floors_ms[name].append(round(hey(floors[name], SEED_REQUEST, 1, seconds).p50_ms - bare_p50, 2))
+                p50 = hey(references[name], SEED_REQUEST, 1, seconds).p50_ms
+                out.c1_references_ms[name].append(round(p50 - bare_p50, 2))
                 continue
             offset = log_path.stat().st_size
             c1 = hey(url, SEED_REQUEST, 1, seconds, workers=workers)
@@ -221,7 +221,7 @@ def paired_rounds(probe: BareProbe, url: str, log_path: Path, workers: int, roun
 
 
 def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]], *,
-                probe: BareProbe | None = None, rounds: int = 10, floors: dict[str, str] | None = None,
+                probe: BareProbe | None = None, rounds: int = 10, references: dict[str, str] | None = None,
                 log: Callable[[str], None] = print) -> tuple[list[Level], Paired]:
     """Start gunicorn with `workers` workers (event shipping off), warm it up, then run each (concurrency, seconds).
 
@@ -238,14 +238,14 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
         url = f"http://127.0.0.1:{port}/predict"
         try:
             _warm_up(url, workers)
-            paired = paired_rounds(probe, url, log_path, workers, rounds, floors=floors) if probe else Paired()
+            paired = paired_rounds(probe, url, log_path, workers, rounds, references=references) if probe else Paired()
             if probe:
                 log(f"  {rounds} paired rounds (2 s bare, 2 s service, alternating):")
                 log(f"    c1 p50 minus bare batch-1 p50: {paired.c1_ms} ms")
                 log(f"    of which inside the worker (events' latency_seconds p50 minus bare): "
                     f"{paired.c1_in_worker_ms} ms; the rest is HTTP (gunicorn, loopback, hey)")
-                for name, diffs in paired.c1_floors_ms.items():
-                    log(f"    floor {name}: c1 p50 minus bare batch-1 p50: {diffs} ms")
+                for name, diffs in paired.c1_references_ms.items():
+                    log(f"    {name}: c1 p50 minus bare batch-1 p50: {diffs} ms")
                 log(f"    c16 throughput / bare batch-16 throughput: {paired.ceiling}")
                 log(f"    c16 p95 / c1 p50: {paired.p95_16_over_p50_1}")
             out = []
@@ -274,25 +274,35 @@ def load_levels(settings: Settings, workers: int, levels: list[tuple[int, float]
 
 
 @contextlib.contextmanager
-def floor_servers(settings: Settings) -> Iterator[dict[str, str]]:
-    """The floor servers of app/serving/floor.py, ready; yields {name: /predict URL}.
+def reference_servers(settings: Settings) -> Iterator[dict[str, str]]:
+    """What the paired rounds set beside the service at c1, ready; yields {name: /predict URL}.
 
-    `flask`: gunicorn with one worker of the service's class and thread count, without the service's
-    settings file; `stdlib`: `python -m app.serving.floor`.
+    - `flask floor`: app/serving/floor.py's Flask app under gunicorn, one worker of the service's class
+      and thread count, without the service's settings file;
+    - `stdlib floor`: `python -m app.serving.floor` (http.server);
+    - `service, lingering off`: the service itself, one worker, with VQA_KEEPALIVE_LINGER_MS=0, to show
+      what app/serving/worker.py's lingering does.
     """
     env = {**os.environ, **settings.to_env(), "ES_URL": ""}
-    with tempfile.TemporaryDirectory(prefix="vqa-floor-") as tmp, contextlib.ExitStack() as stack:
-        flask_port, stdlib_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="vqa-refs-") as tmp, contextlib.ExitStack() as stack:
+        flask_port, stdlib_port, service_port = free_port(), free_port(), free_port()
         flask = start_service(env, flask_port, log_path=Path(tmp) / "flask.log", timeout=180, app_spec=FLOOR_APP,
                               config=None, extra_args=["-w", "1", "-k", WORKER_CLASS,
                                                        "--threads", str(settings.gunicorn_threads)])
         stack.callback(stop_service, flask)
+        service = start_service({**env, "WEB_CONCURRENCY": "1", "VQA_KEEPALIVE_LINGER_MS": "0",
+                                 "VQA_SPOOL_DIR": f"{tmp}/spool"}, service_port,
+                                log_path=Path(tmp) / "service.log", timeout=180)
+        stack.callback(stop_service, service)
         with (Path(tmp) / "stdlib.log").open("w") as out:
             stdlib = subprocess.Popen([sys.executable, "-m", "app.serving.floor", "--port", str(stdlib_port)],
                                       cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         stack.callback(stop_service, stdlib)
         wait_ready(f"http://127.0.0.1:{stdlib_port}", stdlib, 180, Path(tmp) / "stdlib.log")
-        yield {"flask": f"http://127.0.0.1:{flask_port}/predict", "stdlib": f"http://127.0.0.1:{stdlib_port}/predict"}
+        _warm_up(f"http://127.0.0.1:{service_port}/predict", 1)
+        yield {"flask floor": f"http://127.0.0.1:{flask_port}/predict",
+               "stdlib floor": f"http://127.0.0.1:{stdlib_port}/predict",
+               "service, lingering off": f"http://127.0.0.1:{service_port}/predict"}
 
 
 def event_latency_p50(log_path: Path, offset: int) -> float:
@@ -407,11 +417,11 @@ def ratios(bare: list[Bare], levels: list[Level], paired: Paired | None = None) 
     out["p50@1 - bare batch-1 p50 (ms)"] = round(at[1].p50_ms - best1.p50_ms, 2)
     if paired and paired.c1_ms:
         out["p50@1 - bare batch-1 p50, paired rounds, median (ms)"] = round(statistics.median(paired.c1_ms), 2)
-    for name, diffs in (paired.c1_floors_ms if paired else {}).items():
+    for name, diffs in (paired.c1_references_ms if paired else {}).items():
         if diffs:
-            out[f"floor {name} p50@1 - bare batch-1 p50, paired rounds, median (ms)"] = round(
+            out[f"{name} p50@1 - bare batch-1 p50, paired rounds, median (ms)"] = round(
                 statistics.median(diffs), 2)
-            out[f"p50@1 - floor {name} p50@1, paired rounds, median (ms)"] = round(
+            out[f"p50@1 - {name} p50@1, paired rounds, median (ms)"] = round(
                 statistics.median(c - f for c, f in zip(paired.c1_ms, diffs, strict=True)), 2)
     out["non-2xx at c50"] = at[50].non_2xx
     return out
@@ -435,9 +445,9 @@ def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0,
     seed = [b for b in bare if b.inputs == "seed request"]
     probe = BareProbe(settings, b1_threads=min((b for b in seed if b.batch == 1), key=lambda b: b.p50_ms).threads,
                       b16_threads=max((b for b in seed if b.batch == 16), key=lambda b: b.requests_per_s).threads)
-    # The floor servers run throughout, idle except in the paired rounds: their c1 next to the service's
-    # separates what a server, the loopback and hey cost here from what the service's own path adds.
-    with floor_servers(settings) as floors:
+    # The reference servers run throughout, idle except in the paired rounds: their c1 next to the
+    # service's separates what a server, the loopback and hey cost here from what the service's path adds.
+    with reference_servers(settings) as references:
         for count in workers:
             # The machine's other load drifts: measure the bare model again right before each service run,
             # and compare with the best of all bare runs.
@@ -450,7 +460,7 @@ def run(settings: Settings, *, seconds: float = 20.0, c50_seconds: float = 60.0,
             log(f"service, {count} worker(s) ({settings.torch_threads or 1} PyTorch thread each), "
                 f"hey on {SEED_REQUEST}:")
             levels, paired = load_levels(settings, count, [(1, seconds), (16, seconds), (50, c50_seconds)],
-                                         probe=probe, rounds=rounds, floors=floors, log=log)
+                                         probe=probe, rounds=rounds, references=references, log=log)
             result["service"][count] = [asdict(level) for level in levels]
             result["paired"][count] = asdict(paired)
             result["ratios"][count] = ratios(bare, levels, paired)
