@@ -1,22 +1,22 @@
 """The service's gunicorn worker: gthread, except that a thread keeps a keep-alive connection for a moment.
 
 gunicorn's gthread worker hands every request across threads: its main thread polls the sockets and passes
-a readable one to a pool thread, which answers and passes the connection back through a pipe. That is
-three thread wake-ups per request, and on this project's 2-core VM they cost more than all of Flask
-(`python -m scripts.bench_load`, the floor servers in its paired rounds). Here the thread that answered a
-request waits up to `VQA_KEEPALIVE_LINGER_MS` on the same connection; a client that sends its next
-request in that time (one that works in a loop, as a load balancer's or a pipeline's client does) is
-answered by the same thread with no hand-off. Otherwise the connection goes back to the main thread as in
-gthread.
+a readable one to a pool thread, which answers and passes the connection back through a pipe, three
+thread wake-ups per request. Here the thread that answered a request waits up to
+`VQA_KEEPALIVE_LINGER_MS` on the same connection; a client that sends its next request in that time (one
+that works in a loop, as a load balancer's or a pipeline's client does) is answered by the same thread
+with no hand-off. Otherwise the connection goes back to the main thread as in gthread. What it changes
+is measured by `python -m scripts.bench_load` (the service with lingering off is one of its reference
+servers; docs/BENCHMARKS.md, "Load").
 
 A thread lingers only while the pool has another idle thread, so new connections and readable kept-alive
-ones are never left waiting for a thread. gunicorn's own checks stay in place: a stopping worker
-(`alive` false), `max_requests`, a response that closes the connection (the balancing in
-app/serving/balance.py) and HTTP/2 all end the lingering.
+ones are not left waiting for a thread. gunicorn's own checks stay in place: a stopping worker (`alive`
+false), `max_requests`, a response that closes the connection (the balancing in app/serving/balance.py)
+and HTTP/2 all end the lingering.
 
-gunicorn's ThreadWorker is not a public API: `handle(conn)` returning True for a connection to keep
-alive is gunicorn 24+. With any other return value the worker behaves exactly as gthread
-(tests/test_serving_live.py checks that the installed gunicorn lingers).
+gunicorn's ThreadWorker is not a public API. This relies on `handle(conn)` returning True for a
+connection to keep alive, as in gunicorn 27; with any other return value the worker behaves exactly as
+gthread, and tests/test_worker.py, which checks that the installed gunicorn lingers, fails.
 """
 
 from __future__ import annotations
