@@ -72,10 +72,9 @@ def post_fork(server, worker):
 
 
 def pre_request(worker, req):
-    """Publish how many connections this worker holds (and count its requests); if that is above its share,
-    answer this request
-    with `Connection: close`, and the client reconnects, most often to another worker
-    (app/serving/balance.py).
+    """Publish how many connections this worker holds (and count its requests); if that is above its
+    share, answer this request with `Connection: close`, and the client reconnects, most often to another
+    worker (app/serving/balance.py).
 
     `nr_conns` is the gthread worker's count of the connections it holds; other worker classes keep
     none alive and are left alone.

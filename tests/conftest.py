@@ -102,13 +102,14 @@ def gunicorn(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """Starts real gunicorn servers of `app:create_app()` on loopback ports: `gunicorn(env) -> base URL`.
 
     Ready when /readyz is 200; each one's log is `<tmp_path>/gunicorn-<port>.log`; all are stopped after the test.
+    `app_spec` and `config` start another WSGI app (see `start_service`).
     """
     procs = []
 
-    def start(env: dict[str, str], *, threads: int = 4, extra_args: list[str] | None = None) -> str:
+    def start(env: dict[str, str], *, threads: int = 4, extra_args: list[str] | None = None, **app) -> str:
         port = free_port()
         procs.append(start_service(env, port, log_path=tmp_path / f"gunicorn-{port}.log",
-                                   extra_args=["--threads", str(threads), *(extra_args or [])], timeout=90))
+                                   extra_args=["--threads", str(threads), *(extra_args or [])], timeout=90, **app))
         return f"http://127.0.0.1:{port}"
 
     yield start

@@ -28,7 +28,6 @@ from flask import Flask, jsonify, request
 from app.config import Settings
 
 FLOOR_APP = "app.serving.floor:create_app()"
-IMAGE_PATH = "test/5.png"  # the image of the benchmark's request (loadbench.SEED_REQUEST)
 
 
 def load_answerer(settings: Settings) -> Callable[[str], dict]:
@@ -37,10 +36,11 @@ def load_answerer(settings: Settings) -> Callable[[str], dict]:
 
     from app.model.vqa import VQAModel
     from app.serving.images import load_image_file
+    from app.serving.loadbench import SEED_REQUEST  # here, not at the top: loadbench imports this module
 
     torch.set_num_threads(settings.torch_threads or 1)  # as a service worker: one thread unless set
     vqa = VQAModel.load(settings.model_dir, max_answer_tokens=settings.max_answer_tokens)
-    image = load_image_file(settings.images_root, IMAGE_PATH)
+    image = load_image_file(settings.images_root, SEED_REQUEST["image_path"])
 
     def answer(question: str) -> dict:
         pred = vqa.answer([image], [question])[0]
